@@ -1,0 +1,1 @@
+"""HTTP layer: routing, authentication dependencies, problem details, filtering and paging."""

@@ -1,0 +1,35 @@
+"""Helpers for single-resource responses: ETag, conditional GET, ``_links``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from starlette.responses import Response
+
+from vimkit.api.json import dumps
+from vimkit.store.models import DocumentMixin
+from vimkit.store.repository import etag_of
+
+
+def with_self_link(request: Request, document: dict[str, Any], path: str) -> dict[str, Any]:
+    base = str(request.base_url).rstrip("/")
+    return {**document, "_links": {"self": {"href": f"{base}{path}"}}}
+
+
+def document_response(
+    request: Request,
+    row: DocumentMixin,
+    document: dict[str, Any],
+    status_code: int = 200,
+    location: str | None = None,
+) -> Response:
+    etag = etag_of(row)
+    headers = {"ETag": etag}
+    if location is not None:
+        headers["Location"] = location
+    if request.method == "GET" and status_code == 200:
+        if_none_match = request.headers.get("if-none-match")
+        if if_none_match and (if_none_match.strip() == "*" or etag in [t.strip() for t in if_none_match.split(",")]):
+            return Response(status_code=304, headers=headers)
+    return Response(dumps(document), status_code=status_code, media_type="application/json", headers=headers)

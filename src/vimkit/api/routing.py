@@ -1,0 +1,105 @@
+"""The route class every API router uses: unknown query parameters and ``Idempotency-Key``.
+
+Doing both here, around the handler, means no handler can forget them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+
+from vimkit.api.auth import authenticate, require_scope
+from vimkit.api.problems import ApiError, invalid, problem_response
+from vimkit.store.idempotency import StoredResponse
+
+MAX_IDEMPOTENCY_KEY = 255
+# Response headers that describe the original exchange and must not be replayed verbatim.
+_NOT_REPLAYED = {"content-length", "date", "server", "x-request-id"}
+
+
+def _walk(dependant: Dependant) -> list[Dependant]:
+    found = [dependant]
+    for sub in dependant.dependencies:
+        found.extend(_walk(sub))
+    return found
+
+
+class VimRoute(APIRoute):
+    def _allowed_query_names(self) -> frozenset[str]:
+        names = getattr(self, "_vimkit_query_names", None)
+        if names is None:
+            names = frozenset(param.alias for dep in _walk(self.dependant) for param in dep.query_params)
+            self._vimkit_query_names = names
+        return names
+
+    def required_scope(self) -> str | None:
+        """The scope this route's dependencies demand, or None for a public route."""
+        for dependency in _walk(self.dependant):
+            scope = getattr(dependency.call, "required_scope", None)
+            if scope:
+                return scope
+        return None
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        scope = self.required_scope()
+
+        async def vimkit_handler(request: Request) -> Response:
+            if scope is not None:
+                # Who is calling comes before what they asked: 401/403 beat a bad parameter.
+                principal = authenticate(request)
+                if not principal.has_scope(scope):
+                    require_scope(scope)(request)
+            allowed = self._allowed_query_names()
+            for name in request.query_params.keys():
+                if name not in allowed:
+                    raise invalid(name, "unknown query parameter")
+            key = request.headers.get("idempotency-key")
+            if request.method != "POST" or key is None:
+                return await handler(request)
+            return await _idempotent(request, key, handler)
+
+        return vimkit_handler
+
+
+async def _idempotent(
+    request: Request, key: str, handler: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise invalid("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters")
+    principal = authenticate(request)
+    body = await request.body()
+    digest = hashlib.sha256()
+    for part in (request.method, request.url.path, request.url.query, ""):
+        digest.update(part.encode() + b"\0")
+    digest.update(body)
+    store = request.app.state.services.idempotency
+    stored = await run_in_threadpool(store.claim, principal.consumer_id, key, digest.hexdigest())
+    if stored is not None:
+        headers = {name: value for name, value in stored.headers}
+        headers["Idempotent-Replayed"] = "true"
+        return Response(stored.body, status_code=stored.status_code, headers=headers)
+    try:
+        response = await handler(request)
+    except ApiError as error:
+        response = problem_response(error, request.url.path)
+    except BaseException:
+        await run_in_threadpool(store.release, principal.consumer_id, key)
+        raise
+    if response.status_code >= 500:
+        await run_in_threadpool(store.release, principal.consumer_id, key)
+        return response
+    headers = [
+        [name.decode("latin-1"), value.decode("latin-1")]
+        for name, value in response.raw_headers
+        if name.decode("latin-1").lower() not in _NOT_REPLAYED
+    ]
+    record = StoredResponse(response.status_code, headers, bytes(response.body))
+    await run_in_threadpool(store.finish, principal.consumer_id, key, record)
+    return response

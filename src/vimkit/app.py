@@ -1,0 +1,152 @@
+"""Application assembly: services, middleware, routers and the OpenAPI document."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from vimkit import API_VERSION, __version__
+from vimkit.api.audit import AuditMiddleware
+from vimkit.api.json import FastJSONResponse
+from vimkit.api.middleware import ConventionsMiddleware
+from vimkit.api.problems import PROBLEM_RESPONSES, ProblemDetails, install_problem_handlers
+from vimkit.api.ratelimit import RateLimiter, RateLimitHeadersMiddleware
+from vimkit.api.routes import admin, compute, health, oauth, versions
+from vimkit.api.routing import VimRoute
+from vimkit.auth.external import ExternalIssuer
+from vimkit.auth.keys import KeyStore
+from vimkit.auth.scopes import ALL_SCOPES
+from vimkit.auth.tokens import TokenService
+from vimkit.config import Settings
+from vimkit.domain.audit import AuditLog
+from vimkit.domain.consumers import ConsumerService, NewConsumer
+from vimkit.domain.flavours import FlavourService
+from vimkit.logging import configure_logging
+from vimkit.store.db import Database
+from vimkit.store.idempotency import IdempotencyStore
+from vimkit.store.migrate import upgrade
+
+log = logging.getLogger("vimkit")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: Database
+    tokens: TokenService
+    consumers: ConsumerService
+    flavours: FlavourService
+    idempotency: IdempotencyStore
+    demo_credentials: NewConsumer | None = field(default=None)
+    rate_limiter: RateLimiter = field(default_factory=RateLimiter.disabled)
+    audit: AuditLog | None = field(default=None)
+
+    def close(self) -> None:
+        if self.audit is not None:
+            self.audit.close()  # write what is queued while the database is still open
+        self.database.dispose()
+
+
+def build_services(settings: Settings) -> Services:
+    """Open the database, bring its schema to the current version, and bootstrap it."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.effective_database_url)
+    upgrade(database)
+    keys = KeyStore(settings.data_dir, retain_seconds=settings.token_lifetime_seconds + 60)
+    tokens = TokenService(keys, issuer=settings.token_issuer, audience="vimkit", lifetime_seconds=settings.token_lifetime_seconds,
+                          external=ExternalIssuer.from_settings(settings))
+    consumers = ConsumerService(database)
+    flavours = FlavourService(database)
+    services = Services(
+        settings=settings,
+        database=database,
+        tokens=tokens,
+        consumers=consumers,
+        flavours=flavours,
+        idempotency=IdempotencyStore(database, timedelta(hours=settings.idempotency_ttl_hours)),
+    )
+    services.rate_limiter = RateLimiter(settings.rate_limit_rate, settings.rate_limit_burst)
+    services.audit = AuditLog(database, enabled=settings.audit_enabled)
+    services.demo_credentials = consumers.bootstrap_admin(
+        settings.admin_client_id, settings.admin_client_secret.get_secret_value() if settings.admin_client_secret else None
+    )
+    if settings.seed_flavours:
+        flavours.seed_defaults()
+    return services
+
+
+def _openapi(app: FastAPI, routers: list[APIRouter]) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title="vimkit",
+        version=__version__,
+        description=(
+            "A VIM implementing the ETSI NFV CCM-VIM reference point. API version "
+            f"{API_VERSION}. Every error is an RFC 9457 problem details document "
+            "(application/problem+json). Members not defined by IFA 005 are extensions."
+        ),
+        routes=app.routes,
+    )
+    components = schema.setdefault("components", {})
+    components.setdefault("schemas", {})["ProblemDetails"] = ProblemDetails.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
+    for name, sub in ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}").get("$defs", {}).items():
+        components["schemas"].setdefault(name, sub)
+    components["schemas"]["ProblemDetails"].pop("$defs", None)
+    components["securitySchemes"] = {
+        "oauth2": {
+            "type": "oauth2",
+            "flows": {"clientCredentials": {"tokenUrl": "/oauth2/token", "scopes": {s: s for s in ALL_SCOPES}}},
+        }
+    }
+    for route in (route for router in routers for route in router.routes):
+        if not isinstance(route, VimRoute):
+            continue
+        scope = route.required_scope()
+        if scope is None:
+            continue
+        for method in route.methods:
+            operation = schema["paths"].get(route.path_format, {}).get(method.lower())
+            if operation is not None:
+                operation["security"] = [{"oauth2": [scope]}]
+    for path_item in schema["paths"].values():
+        for operation in path_item.values():
+            for response in operation.get("responses", {}).values():
+                content = response.get("content", {})
+                if "application/json" in content and "application/problem+json" in content:
+                    content.pop("application/json")
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    configure_logging(settings)
+    services = services or build_services(settings)
+    app = FastAPI(
+        title="vimkit",
+        version=__version__,
+        default_response_class=FastJSONResponse,
+        docs_url="/docs",
+        redoc_url=None,
+        responses={500: PROBLEM_RESPONSES[500]},
+    )
+    app.state.services = services
+    install_problem_handlers(app)
+    app.add_middleware(ConventionsMiddleware, max_body_bytes=settings.max_body_bytes)
+    if services.rate_limiter.enabled:
+        app.add_middleware(RateLimitHeadersMiddleware)
+    if services.audit is not None and services.audit.enabled:
+        app.add_middleware(AuditMiddleware, audit=services.audit)  # outermost: sees every answer
+    routers = [health.router, oauth.router, versions.build_router(), compute.router, admin.router]
+    for router in routers:
+        app.include_router(router)
+    app.state.route_table = [route for router in routers for route in router.routes]
+    app.openapi = lambda: _openapi(app, routers)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,1 @@
+"""Authentication and authorisation of consumers (requirement Ccm-Vim.012)."""

@@ -1,0 +1,1 @@
+"""The ``vimkit`` command line."""

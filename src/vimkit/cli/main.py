@@ -1,0 +1,92 @@
+"""``vimkit`` command line: the server and its operator commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from vimkit.config import SettingsError, load_settings
+
+app = typer.Typer(help="vimkit: a VIM for the ETSI NFV CCM-VIM reference point.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+@app.callback()
+def main() -> None:
+    """vimkit: a VIM for the ETSI NFV CCM-VIM reference point."""
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def serve(
+    host: Optional[str] = typer.Option(None, help="Listen address (default 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, help="Listen port (default 8700)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Data directory (default ./.vimkit)."),
+    database_url: Optional[str] = typer.Option(None, help="SQLAlchemy URL (default SQLite in the data directory)."),
+    driver: Optional[str] = typer.Option(None, help="Infrastructure driver: sim, qemu or openstack."),
+    config: Optional[Path] = typer.Option(None, help="TOML config file."),
+    tls_cert: Optional[Path] = typer.Option(None, help="PEM server certificate (chain): serve HTTPS."),
+    tls_key: Optional[Path] = typer.Option(None, help="PEM private key of --tls-cert."),
+    tls_client_ca: Optional[Path] = typer.Option(
+        None, help="PEM CA bundle: require client certificates signed by it (mutual TLS)."
+    ),
+) -> None:
+    """Run the VIM server."""
+    import uvicorn
+
+    try:
+        settings = load_settings(
+            host=host, port=port, data_dir=data_dir, database_url=database_url, driver=driver, config=config,
+            tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
+        )
+    except SettingsError as exc:
+        _fail(str(exc))
+        return
+    if settings.driver != "sim":
+        _fail(f"invalid setting 'driver': '{settings.driver}' is not available in this build yet (use 'sim')")
+    from vimkit.app import build_services, create_app
+    from vimkit.cli.admin_commands import tls_options
+
+    try:
+        tls = tls_options(settings)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    scheme = "https" if tls else "http"
+    try:
+        services = build_services(settings)
+    except Exception as exc:  # a start-up failure is one line for the operator, not a trace
+        _fail(f"cannot start: {type(exc).__name__}: {exc}")
+        return
+    application = create_app(settings, services)
+    out = Console()
+    if services.demo_credentials is not None:
+        creds = services.demo_credentials
+        out.print("[bold]Demo admin credentials (shown once):[/bold]")
+        out.print(f"  client id:     {creds.row.client_id}", highlight=False)
+        out.print(f"  client secret: {creds.client_secret}", highlight=False)
+        out.print(
+            f"  get a token:   curl -s -u '{creds.row.client_id}:{creds.client_secret}' "
+            f"-d grant_type=client_credentials {scheme}://{settings.host}:{settings.port}/oauth2/token",
+            highlight=False,
+        )
+    out.print(f"vimkit listening on {scheme}://{settings.host}:{settings.port} (driver {settings.driver}, "
+              f"database {services.database.dialect}); API docs at /docs", highlight=False)
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning", access_log=False, **tls)
+
+
+from vimkit.cli.admin_commands import consumers_app, keys_app  # noqa: E402
+
+app.add_typer(consumers_app, name="consumers")
+app.add_typer(keys_app, name="keys")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Domain services: one module per interface family; validate, decide and persist."""

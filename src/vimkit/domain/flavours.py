@@ -1,0 +1,142 @@
+"""Compute flavour management (IFA 005 Create / Query / Delete Compute Flavour)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, select
+
+from vimkit.api.problems import ApiError, Cause, not_found
+from vimkit.auth.principal import Principal
+from vimkit.models.compute import ComputeFlavourCreate, VirtualComputeFlavour
+from vimkit.store.db import Database
+from vimkit.store.filter_sql import FilterSchema
+from vimkit.store.models import FlavourRow
+from vimkit.store.repository import (
+    Page,
+    PageRequest,
+    Visibility,
+    check_if_match,
+    get_document,
+    list_documents,
+    utcnow,
+)
+
+SYSTEM_GROUP = "system"
+
+FLAVOUR_SCHEMA = FilterSchema.from_model(
+    VirtualComputeFlavour,
+    FlavourRow.body,
+    columns={"flavourId": FlavourRow.id, "isPublic": FlavourRow.is_public},
+)
+
+
+def visibility_of(principal: Principal) -> Visibility:
+    return Visibility(principal.resource_group_id, all_groups=principal.is_admin)
+
+
+@dataclass(frozen=True)
+class SeedFlavour:
+    flavour_id: str
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+
+
+DEFAULT_FLAVOURS = (
+    SeedFlavour("m1.tiny", 1, 512, 1),
+    SeedFlavour("m1.small", 1, 2048, 20),
+    SeedFlavour("m1.medium", 2, 4096, 40),
+    SeedFlavour("m1.large", 4, 8192, 80),
+    SeedFlavour("m1.xlarge", 8, 16384, 160),
+    SeedFlavour("c1.control-plane", 4, 16384, 100),
+    SeedFlavour("w1.worker", 8, 32768, 200),
+)
+
+
+def _document(flavour_id: str, data: ComputeFlavourCreate) -> dict:
+    body = data.model_dump(mode="json", exclude={"flavourId"}, exclude_none=True)
+    body["flavourId"] = flavour_id
+    return body
+
+
+class FlavourService:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def create(self, principal: Principal, data: ComputeFlavourCreate) -> FlavourRow:
+        flavour_id = data.flavourId or str(uuid.uuid4())
+        now = utcnow()
+        row = FlavourRow(
+            id=flavour_id,
+            resource_group_id=principal.resource_group_id,
+            is_public=data.isPublic,
+            created_at=now,
+            updated_at=now,
+            version=1,
+            body=_document(flavour_id, data),
+        )
+        with self.database.write() as session:
+            if session.scalar(select(FlavourRow.seq).where(FlavourRow.id == flavour_id)) is not None:
+                raise ApiError(
+                    409,
+                    f"flavourId '{flavour_id}' is already in use",
+                    invalid_params=[("flavourId", "already in use")],
+                )
+            session.add(row)
+        return row
+
+    def get(self, principal: Principal, flavour_id: str) -> FlavourRow:
+        with self.database.read() as session:
+            row = get_document(session, FlavourRow, flavour_id, visibility_of(principal))
+        if row is None:
+            raise not_found("flavour", flavour_id)
+        return row
+
+    def list(
+        self, principal: Principal, page: PageRequest, where: ColumnElement[bool] | None
+    ) -> Page[FlavourRow]:
+        with self.database.read() as session:
+            return list_documents(session, FlavourRow, visibility_of(principal), page, where)
+
+    def delete(self, principal: Principal, flavour_id: str, if_match: str | None) -> FlavourRow:
+        with self.database.write() as session:
+            row = get_document(session, FlavourRow, flavour_id, visibility_of(principal), for_update=True)
+            if row is None:
+                raise not_found("flavour", flavour_id)
+            if not principal.is_admin and row.resource_group_id != principal.resource_group_id:
+                raise ApiError(
+                    403,
+                    f"flavour '{flavour_id}' is public but belongs to another resource group",
+                    cause=Cause.FORBIDDEN,
+                )
+            check_if_match(if_match, row)
+            session.delete(row)
+        return row
+
+    def seed_defaults(self) -> int:
+        """Create the default public flavours on a database that has no flavour yet."""
+        with self.database.write() as session:
+            if session.scalar(select(FlavourRow.seq).limit(1)) is not None:
+                return 0
+            now = utcnow()
+            for seed in DEFAULT_FLAVOURS:
+                data = ComputeFlavourCreate(
+                    flavourId=seed.flavour_id,
+                    virtualCpu={"numVirtualCpu": seed.vcpus},
+                    virtualMemory={"virtualMemSize": seed.memory_mb},
+                    storageAttributes=[{"typeOfStorage": "root", "sizeOfStorage": seed.disk_gb}],
+                )
+                session.add(
+                    FlavourRow(
+                        id=seed.flavour_id,
+                        resource_group_id=SYSTEM_GROUP,
+                        is_public=True,
+                        created_at=now,
+                        updated_at=now,
+                        version=1,
+                        body=_document(seed.flavour_id, data),
+                    )
+                )
+        return len(DEFAULT_FLAVOURS)

@@ -1,0 +1,58 @@
+"""Building blocks shared by every information element model.
+
+Field names are the IFA 005 names in lowerCamelCase exactly as they appear on the wire, so the
+same model serves validation, the OpenAPI document, the filter schema and the SDK.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+
+Identifier = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"),
+]
+
+MAX_METADATA_ENTRIES = 128
+
+
+def _metadata_from_pairs(value: Any) -> Any:
+    """Accept IFA's ``[{key, value}]`` list as well as a JSON object (rest-binding.md §3)."""
+    if isinstance(value, list):
+        result: dict[str, Any] = {}
+        for index, item in enumerate(value):
+            if not isinstance(item, dict) or set(item) != {"key", "value"}:
+                raise ValueError(f"item {index} must be an object with exactly 'key' and 'value'")
+            result[item["key"]] = item["value"]
+        return result
+    return value
+
+
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+MetadataValue = Annotated[str, StringConstraints(max_length=1024)]
+Metadata = Annotated[
+    dict[MetadataKey, MetadataValue],
+    BeforeValidator(_metadata_from_pairs),
+    Field(
+        max_length=MAX_METADATA_ENTRIES,
+        description="Consumer key/value pairs, stored and returned unchanged. Also accepted as "
+        "a list of {key, value} objects.",
+    ),
+]
+
+
+class RequestModel(BaseModel):
+    """A request body: unknown members are refused so that a typo never passes silently."""
+
+    # strict: a JSON `false` is not a number and `"1"` is not an integer.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ResponseModel(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Link(BaseModel):
+    href: str

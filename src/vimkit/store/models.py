@@ -1,0 +1,128 @@
+"""SQLAlchemy 2 table models.
+
+Resources are stored as a JSON document (``body``, the API representation) plus the scalar
+columns the store needs to index, isolate tenants and page: ``seq`` gives a stable keyset order,
+``resource_group_id`` is the tenant, ``version`` drives the ETag.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+SeqInteger = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite returns naive values otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class DocumentMixin:
+    """Columns every tenant-owned resource document has."""
+
+    seq: Mapped[int] = mapped_column(SeqInteger, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    resource_group_id: Mapped[str] = mapped_column(String(64), index=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    body: Mapped[dict[str, Any]] = mapped_column(JsonDocument, nullable=False)
+
+
+class FlavourRow(DocumentMixin, Base):
+    __tablename__ = "flavours"
+
+    is_public: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True, index=True)
+
+
+class IdempotencyRecord(Base):
+    """A POST seen with an ``Idempotency-Key``: in flight, or finished with its stored response."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("consumer_id", "key", name="uq_idempotency_consumer_key"),)
+
+    seq: Mapped[int] = mapped_column(SeqInteger, primary_key=True, autoincrement=True)
+    consumer_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    key: Mapped[str] = mapped_column(String(255), nullable=False)
+    request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    in_flight: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    headers: Mapped[list[list[str]] | None] = mapped_column(JsonDocument)
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False, index=True)
+
+
+class ConsumerRow(Base):
+    """An OAuth client of the VIM: a CCM (or an operator) in one resource group."""
+
+    __tablename__ = "consumers"
+
+    seq: Mapped[int] = mapped_column(SeqInteger, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    client_id: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    consumer_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    resource_group_id: Mapped[str] = mapped_column(String(64), index=True, nullable=False)
+    scopes: Mapped[list[str]] = mapped_column(JsonDocument, nullable=False)
+    secret_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    # Bumped when the secret rotates: tokens carry it, so older tokens stop working at once.
+    generation: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+
+class AuditRow(Base):
+    """One mutating call (or CLI action): who, what, when, outcome. Never bodies or secrets."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(SeqInteger, primary_key=True, autoincrement=True)
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False, index=True)
+    consumer_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    resource_group_id: Mapped[str | None] = mapped_column(String(64))
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(16), nullable=False)
+    path: Mapped[str] = mapped_column(String(512), nullable=False)
+    status: Mapped[int] = mapped_column(Integer, nullable=False)
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    duration_us: Mapped[int | None] = mapped_column(Integer)

@@ -1,0 +1,150 @@
+"""Tenant-aware access to resource documents: every query takes a :class:`Visibility`.
+
+There is no way to read or list a document without saying on whose behalf, so a handler cannot
+forget tenant isolation: another group's resource simply is not found.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+import orjson
+from sqlalchemy import ColumnElement, Select, func, or_, select, true
+from sqlalchemy.orm import Session
+
+from vimkit.api.problems import ApiError, Cause, invalid
+from vimkit.store.models import DocumentMixin, FlavourRow
+
+Row = TypeVar("Row", bound=DocumentMixin)
+
+
+@dataclass(frozen=True, slots=True)
+class Visibility:
+    """On whose behalf a query runs: one resource group, or every group for an admin."""
+
+    resource_group_id: str
+    all_groups: bool = False
+
+    def clause(self, model: type[DocumentMixin]) -> ColumnElement[bool]:
+        if self.all_groups:
+            return true()
+        own = model.resource_group_id == self.resource_group_id
+        if model is FlavourRow:
+            return or_(own, FlavourRow.is_public.is_(True))
+        shared = getattr(model, "is_shared", None)
+        if shared is not None:
+            return or_(own, shared.is_(True))
+        return own
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; vimkit only ever stores UTC, so naive means UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def etag_of(row: DocumentMixin) -> str:
+    # created_at tells apart a resource deleted and re-created under the same id.
+    stamp = f"{row.id}:{row.version}:{as_utc(row.created_at).timestamp():.6f}"
+    digest = hashlib.sha256(stamp.encode())
+    return f'"{digest.hexdigest()[:24]}"'
+
+
+def get_document(
+    session: Session, model: type[Row], resource_id: str, visibility: Visibility, *, for_update: bool = False
+) -> Row | None:
+    query = select(model).where(model.id == resource_id, visibility.clause(model))
+    if for_update:
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    size: int
+    marker: str | None = None
+    sort: Sequence[ColumnElement[Any]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[Row]):
+    items: list[Row]
+    next_marker: str | None
+
+
+def _encode_marker(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(data)).decode().rstrip("=")
+
+
+def _decode_marker(marker: str) -> dict[str, Any]:
+    try:
+        padded = marker + "=" * (-len(marker) % 4)
+        data = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, orjson.JSONDecodeError) as exc:
+        raise invalid("nextpage_opaque_marker", "not a marker this server issued") from exc
+    if not isinstance(data, dict) or not (
+        isinstance(data.get("after"), int) or isinstance(data.get("offset"), int)
+    ):
+        raise invalid("nextpage_opaque_marker", "not a marker this server issued")
+    return data
+
+
+def list_documents(
+    session: Session,
+    model: type[Row],
+    visibility: Visibility,
+    page: PageRequest,
+    where: ColumnElement[bool] | None = None,
+) -> Page[Row]:
+    """One page of documents, filtered and ordered by the database.
+
+    The default order is insertion order (``seq``) with keyset paging, which stays correct while
+    documents are added or removed between pages. With an explicit sort the marker carries an
+    offset into that order.
+    """
+    query: Select[tuple[Row]] = select(model).where(visibility.clause(model))
+    if where is not None:
+        query = query.where(where)
+    data = _decode_marker(page.marker) if page.marker else {}
+    if page.sort:
+        offset = int(data.get("offset", 0))
+        if offset < 0:
+            raise invalid("nextpage_opaque_marker", "not a marker this server issued")
+        query = query.order_by(*page.sort, model.seq).offset(offset).limit(page.size + 1)
+        rows = list(session.scalars(query))
+        more = len(rows) > page.size
+        next_marker = _encode_marker({"offset": offset + page.size}) if more else None
+    else:
+        after = int(data.get("after", 0))
+        query = query.where(model.seq > after).order_by(model.seq).limit(page.size + 1)
+        rows = list(session.scalars(query))
+        more = len(rows) > page.size
+        next_marker = _encode_marker({"after": rows[page.size - 1].seq}) if more else None
+    return Page(rows[: page.size], next_marker)
+
+
+def count_documents(session: Session, model: type[Row], visibility: Visibility) -> int:
+    return int(session.scalar(select(func.count()).select_from(model).where(visibility.clause(model))) or 0)
+
+
+def check_if_match(if_match: str | None, row: DocumentMixin) -> None:
+    """RFC 9110 If-Match with strong comparison: absent or ``*`` passes, a stale ETag is 412."""
+    if if_match is None or if_match.strip() == "*":
+        return
+    current = etag_of(row)
+    candidates = [tag.strip() for tag in if_match.split(",")]
+    if current not in candidates:
+        raise ApiError(
+            412,
+            f"If-Match {if_match} does not match the current ETag {current}",
+            cause=Cause.PRECONDITION_FAILED,
+        )
