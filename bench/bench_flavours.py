@@ -5,6 +5,7 @@ database given with --database-url), loads the flavours through the store, then 
 with concurrent HTTP/1.1 keep-alive clients and prints requests/s, p50 and p99 per scenario.
 It also times token verification in this process, the figure issue 3 asks to compare with GET.
 
+    apt-get install -y wrk   # the load generator (C); without it an httpx client is used
     .venv/bin/python bench/bench_flavours.py [--flavours 10000] [--seconds 10] [--concurrency 8]
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -90,6 +93,43 @@ async def drive(base_url: str, token: str, path_for, seconds: float, concurrency
     }
 
 
+WRK_SCRIPT = """
+counter = 0
+request = function()
+  counter = counter + 1
+  local path = string.gsub(template, "{n}", string.format("%05d", (counter * 7919) % count))
+  return wrk.format("GET", path)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %f %f\\n", summary.requests,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def drive_wrk(base_url: str, token: str, template: str, count: int, seconds: float, connections: int,
+              workdir: Path) -> dict[str, float]:
+    """Drive the server with wrk (C, one thread) so the load generator does not starve the server."""
+    script = workdir / "bench.lua"
+    script.write_text(f'template = "{template}"\ncount = {count}\n' + WRK_SCRIPT)
+    output = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "-s", str(script),
+         "-H", f"Authorization: Bearer {token}", base_url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    match = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+)", output)
+    seconds_match = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    assert match and seconds_match, output
+    return {
+        "requests": int(match.group(1)),
+        "errors": int(match.group(2)),
+        "rps": float(seconds_match.group(1)),
+        "p50_ms": float(match.group(3)) / 1000,
+        "p99_ms": float(match.group(4)) / 1000,
+    }
+
+
 def token_verification_cost(data_dir: Path, token: str, rounds: int = 20000) -> tuple[float, float]:
     """Microseconds per verification: cached (the steady state) and a cold decode."""
     from vimkit.auth.keys import KeyStore
@@ -114,6 +154,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--python-client", action="store_true", help="use httpx even when wrk is installed")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="vimkit-bench-") as tmp:
@@ -138,18 +179,25 @@ def main() -> None:
                                auth=ADMIN).json()["access_token"]
             n = args.flavours
             scenarios = {
-                "GET /compute/v1/flavours/{id}": lambda i: f"/compute/v1/flavours/bench-{(i * 7919) % n:05d}",
+                "GET /compute/v1/flavours/{id}": "/compute/v1/flavours/bench-{n}",
                 "GET /compute/v1/flavours?filter=(eq,metadata/tier,gold);(gte,virtualCpu/numVirtualCpu,60)":
-                    lambda i: "/compute/v1/flavours?filter=(eq,metadata/tier,gold);(gte,virtualCpu/numVirtualCpu,60)",
+                    "/compute/v1/flavours?filter=(eq,metadata/tier,gold);(gte,virtualCpu/numVirtualCpu,60)",
                 "GET /compute/v1/flavours?filter=(eq,flavourId,<id>)":
-                    lambda i: f"/compute/v1/flavours?filter=(eq,flavourId,bench-{(i * 7919) % n:05d})",
+                    "/compute/v1/flavours?filter=(eq,flavourId,bench-{n})",
             }
-            print(f"vimkit flavour benchmark: {n} flavours, {args.concurrency} concurrent clients, "
-                  f"{args.seconds:.0f} s per scenario, database {args.database_url or 'sqlite'}")
+            use_wrk = shutil.which("wrk") is not None and not args.python_client
+            print(f"vimkit flavour benchmark: {n} flavours, {args.concurrency} concurrent connections, "
+                  f"{args.seconds:.0f} s per scenario, database {args.database_url or 'sqlite'}, "
+                  f"load from {'wrk' if use_wrk else 'httpx'}")
             results = {}
-            for name, path_for in scenarios.items():
-                asyncio.run(drive(base_url, token, path_for, 1.0, args.concurrency))  # warm-up
-                results[name] = asyncio.run(drive(base_url, token, path_for, args.seconds, args.concurrency))
+            for name, template in scenarios.items():
+                if use_wrk:
+                    drive_wrk(base_url, token, template, n, 1, args.concurrency, data_dir)  # warm-up
+                    results[name] = drive_wrk(base_url, token, template, n, args.seconds, args.concurrency, data_dir)
+                else:
+                    path_for = (lambda t: lambda i: t.replace("{n}", f"{(i * 7919) % n:05d}"))(template)
+                    asyncio.run(drive(base_url, token, path_for, 1.0, args.concurrency))  # warm-up
+                    results[name] = asyncio.run(drive(base_url, token, path_for, args.seconds, args.concurrency))
             for name, result in results.items():
                 print(f"{name}\n    {result['rps']:8.0f} req/s   p50 {result['p50_ms']:6.2f} ms   "
                       f"p99 {result['p99_ms']:6.2f} ms   ({result['requests']} requests, {result['errors']} errors)")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -16,7 +19,7 @@ from vimkit.api.json import FastJSONResponse
 from vimkit.api.middleware import ConventionsMiddleware
 from vimkit.api.problems import PROBLEM_RESPONSES, ProblemDetails, install_problem_handlers
 from vimkit.api.ratelimit import RateLimiter, RateLimitHeadersMiddleware
-from vimkit.api.routes import admin, compute, health, oauth, versions
+from vimkit.api.routes import admin, compute, health, oauth, subscriptions, versions
 from vimkit.api.routing import VimRoute
 from vimkit.auth.external import ExternalIssuer
 from vimkit.auth.keys import KeyStore
@@ -27,6 +30,11 @@ from vimkit.domain.audit import AuditLog
 from vimkit.domain.consumers import ConsumerService, NewConsumer
 from vimkit.domain.flavours import FlavourService
 from vimkit.logging import configure_logging
+from vimkit.notify.callbacks import AddressPolicy, TokenCache
+from vimkit.notify.dispatcher import Dispatcher, DispatchSettings
+from vimkit.notify.filters import NOTIFICATION_TYPES
+from vimkit.notify.secrets import SecretBox
+from vimkit.notify.subscriptions import SubscriptionService
 from vimkit.store.db import Database
 from vimkit.store.idempotency import IdempotencyStore
 from vimkit.store.migrate import upgrade
@@ -45,10 +53,13 @@ class Services:
     demo_credentials: NewConsumer | None = field(default=None)
     rate_limiter: RateLimiter = field(default_factory=RateLimiter.disabled)
     audit: AuditLog | None = field(default=None)
+    subscriptions: SubscriptionService | None = field(default=None)
+    dispatcher: Dispatcher | None = field(default=None)
 
     def close(self) -> None:
         if self.audit is not None:
             self.audit.close()  # write what is queued while the database is still open
+        self.tokens.close()
         self.database.dispose()
 
 
@@ -61,7 +72,7 @@ def build_services(settings: Settings) -> Services:
     tokens = TokenService(keys, issuer=settings.token_issuer, audience="vimkit", lifetime_seconds=settings.token_lifetime_seconds,
                           external=ExternalIssuer.from_settings(settings))
     consumers = ConsumerService(database)
-    flavours = FlavourService(database)
+    flavours = FlavourService(database, settings.vim_id)
     services = Services(
         settings=settings,
         database=database,
@@ -74,6 +85,17 @@ def build_services(settings: Settings) -> Services:
     services.audit = AuditLog(database, enabled=settings.audit_enabled)
     services.demo_credentials = consumers.bootstrap_admin(
         settings.admin_client_id, settings.admin_client_secret.get_secret_value() if settings.admin_client_secret else None
+    )
+    box = SecretBox.from_data_dir(
+        settings.data_dir, settings.secret_key.get_secret_value() if settings.secret_key else None
+    )
+    policy = AddressPolicy.from_settings(settings.notify_callback_allow, settings.notify_callback_deny)
+    callback_tokens = TokenCache()
+    services.subscriptions = SubscriptionService(
+        database, box, policy, settings.notify_request_timeout, tokens=callback_tokens
+    )
+    services.dispatcher = Dispatcher(
+        database, box, dispatch_settings(settings), replica_id(settings), tokens=callback_tokens
     )
     if settings.seed_flavours:
         flavours.seed_defaults()
@@ -126,12 +148,49 @@ def _openapi(app: FastAPI, routers: list[APIRouter]) -> dict[str, Any]:
     return schema
 
 
+def dispatch_settings(settings: Settings) -> DispatchSettings:
+    return DispatchSettings(
+        base_url=(settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/"),
+        vim_id=settings.vim_id,
+        request_timeout=settings.notify_request_timeout,
+        backoff_base=settings.notify_backoff_base,
+        backoff_cap=settings.notify_backoff_cap,
+        give_up_after=settings.notify_give_up_seconds,
+        concurrency=settings.notify_concurrency,
+        retention_seconds=settings.notify_retention_seconds,
+        poll_interval=settings.notify_poll_interval,
+    )
+
+
+def replica_id(settings: Settings) -> str:
+    """Stable across restarts (kept in the data directory), so a restarted replica resumes its leases."""
+    if settings.replica_id:
+        return settings.replica_id
+    path = settings.data_dir / "replica.id"
+    if not path.exists():
+        path.write_text(f"replica-{uuid.uuid4().hex[:12]}")
+    return path.read_text().strip()
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    dispatcher = app.state.services.dispatcher
+    if dispatcher is not None:
+        await dispatcher.start()
+    try:
+        yield
+    finally:
+        if dispatcher is not None:
+            await dispatcher.stop()
+
+
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     configure_logging(settings)
     services = services or build_services(settings)
     app = FastAPI(
         title="vimkit",
         version=__version__,
+        lifespan=_lifespan,
         default_response_class=FastJSONResponse,
         docs_url="/docs",
         redoc_url=None,
@@ -145,6 +204,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     if services.audit is not None and services.audit.enabled:
         app.add_middleware(AuditMiddleware, audit=services.audit)  # outermost: sees every answer
     routers = [health.router, oauth.router, versions.build_router(), compute.router, admin.router]
+    routers += [subscriptions.build_router(api) for api in NOTIFICATION_TYPES]
     for router in routers:
         app.include_router(router)
     app.state.route_table = [route for router in routers for route in router.routes]

@@ -91,6 +91,30 @@ class Settings(BaseSettings):
             raise ValueError("tls_client_ca needs tls_cert and tls_key")
         return self
 
+    # --- notifications (docs/notifications.md) ---
+    public_url: str | None = Field(
+        None, description="Base URL the VIM is reached at, used in _links; default http://host:port."
+    )
+    secret_key: SecretStr | None = Field(
+        None, description="Fernet key encrypting subscription credentials; shared by replicas."
+    )
+    replica_id: str | None = Field(None, max_length=64, description="This replica's name in delivery leases.")
+    notify_callback_allow: list[str] = Field(
+        default_factory=list, description="CIDRs callbacks may resolve to; empty allows all but the deny-list."
+    )
+    notify_callback_deny: list[str] | None = Field(
+        None, description="CIDRs callbacks may never resolve to; default link-local and metadata addresses."
+    )
+    notify_request_timeout: float = Field(10.0, gt=0, le=300, description="Seconds per callback request.")
+    notify_backoff_base: float = Field(0.5, gt=0, le=60, description="First retry delay in seconds.")
+    notify_backoff_cap: float = Field(300.0, gt=0, le=86_400, description="Longest retry delay in seconds.")
+    notify_give_up_seconds: float = Field(
+        86_400.0, gt=0, description="After failing this long a subscription is marked FAILING."
+    )
+    notify_concurrency: int = Field(64, ge=1, le=1024, description="Subscriptions served at once.")
+    notify_retention_seconds: float = Field(3600.0, ge=0, description="How long delivered notifications are kept.")
+    notify_poll_interval: float = Field(0.5, gt=0, le=60, description="How often other replicas' work is looked for.")
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:

@@ -80,6 +80,27 @@ def test_metadata_accepted_as_key_value_list(vim: RunningServer) -> None:
         assert created.json()["metadata"] == {"a": "1"}
 
 
+def test_full_flavour_with_every_member(vim: RunningServer) -> None:
+    body = flavour(
+        "full", 8, 32768,
+        accelerationCapability=["dpdk"],
+        storageAttributes=[{"typeOfStorage": "root", "sizeOfStorage": 200, "rdmaEnabled": False}],
+        virtualNetworkInterface=[{"typeVirtualNic": "VIRTIO", "bandwidth": 10000, "metadata": {"a": "b"}}],
+        metadata={"tier": "gold"},
+    )
+    body["virtualCpu"].update(cpuArchitecture="x86_64", cpuClock=2400,
+                              virtualCpuPinning={"virtualCpuPinningPolicy": "STATIC"})
+    body["virtualMemory"].update(numaEnabled=True)
+    with vim.client() as api:
+        created = api.post("/compute/v1/flavours", json=body)
+        assert created.status_code == 201, created.text
+        stored = api.get("/compute/v1/flavours/full").json()
+        for key, value in body.items():
+            assert stored[key] == value, key
+        nic = api.get("/compute/v1/flavours", params={"filter": "(eq,virtualNetworkInterface/typeVirtualNic,VIRTIO)"})
+        assert [item["flavourId"] for item in nic.json()] == ["full"]
+
+
 def test_filters_compile_to_sql_and_select(vim: RunningServer) -> None:
     with vim.client() as api:
         for index in range(6):
@@ -192,6 +213,10 @@ BAD_BODIES = [
      b'"virtualNetworkInterface": [{"typeVirtualNic": "WIFI"}]}', "virtualNetworkInterface/0/typeVirtualNic"),
     (b'{"flavourId": "bad id with spaces", "virtualCpu": {"numVirtualCpu": 1}, "virtualMemory": {"virtualMemSize": 1}}', "flavourId"),
     (b"[]", "body"),
+    (b'{"virtualCpu": {"numVirtualCpu": 1}, "virtualMemory": {"virtualMemSize": 1}, '
+     b'"virtualNetworkInterface": [{"bandwidth": false}]}', "virtualNetworkInterface/0/bandwidth"),
+    (b'{"virtualCpu": {"numVirtualCpu": "2"}, "virtualMemory": {"virtualMemSize": 1}}', "virtualCpu/numVirtualCpu"),
+    (b'{"isPublic": "yes", "virtualCpu": {"numVirtualCpu": 1}, "virtualMemory": {"virtualMemSize": 1}}', "isPublic"),
 ]
 
 

@@ -10,13 +10,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from vimkit.api.selectors import (
-    DEFAULT_FOR_COLLECTION,
-    DEFAULT_FOR_INDIVIDUAL,
-    Selector,
-    SelectorError,
-    parse_selectors,
-)
+from vimkit.api.selectors import Selector, SelectorError, parse_selectors
 from vimkit.store.filter_sql import FilterSchema
 
 
@@ -104,10 +98,13 @@ def test_selectable_attributes_follow_cardinality() -> None:
 
 
 def test_defaults_for_collections_and_individual_resources() -> None:
-    assert parse_selectors(None, None, None, None) == DEFAULT_FOR_COLLECTION
-    assert parse_selectors(None, None, None, None, individual=True) == DEFAULT_FOR_INDIVIDUAL
+    assert parse_selectors(None, None, None, None) == Selector("exclude_default")
+    individual = parse_selectors(None, None, None, None, individual=True)
+    assert individual == Selector("all_fields")
     assert _apply() == _without(DOC, "inner", "metadata")
-    assert DEFAULT_FOR_INDIVIDUAL.apply(DOC, DEFAULT_EXCLUDED) == DOC
+    assert individual.apply(DOC, DEFAULT_EXCLUDED) == DOC
+    # an individual resource honours explicit selectors all the same
+    assert parse_selectors(None, None, None, "", individual=True) == Selector("exclude_default")
 
 
 def test_all_fields() -> None:

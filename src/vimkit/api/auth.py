@@ -16,7 +16,7 @@ forget it. Handlers that need the caller take ``principal: Principal = Depends(c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 from fastapi.security import HTTPBearer
@@ -80,21 +80,25 @@ def authenticate(request: Request) -> Principal:
     return principal
 
 
-def current_principal(request: Request) -> Principal:
+async def current_principal(request: Request) -> Principal:
+    # async on purpose: a sync dependency costs a thread-pool round trip on every request.
     return authenticate(request)
 
 
-def require_scope(scope: str) -> Callable[[Request], Principal]:
-    def _check(request: Request) -> Principal:
-        principal = authenticate(request)
-        if not principal.has_scope(scope):
-            raise ApiError(
-                403,
-                f"the access token lacks the scope '{scope}'",
-                cause=Cause.FORBIDDEN,
-                headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
-            )
-        return principal
+def check_scope(principal: Principal, scope: str) -> Principal:
+    if not principal.has_scope(scope):
+        raise ApiError(
+            403,
+            f"the access token lacks the scope '{scope}'",
+            cause=Cause.FORBIDDEN,
+            headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+        )
+    return principal
+
+
+def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
+    async def _check(request: Request) -> Principal:
+        return check_scope(authenticate(request), scope)
 
     _check.__name__ = f"require_{scope.replace(':', '_').replace('-', '_')}"
     _check.required_scope = scope  # type: ignore[attr-defined]

@@ -21,17 +21,20 @@ Semantics, shared exactly by :func:`evaluate` and the SQL compiler in
   ISO 8601 date-times (compared as instants to the microsecond; a date-time without offset is
   UTC) and enumerations (the value must be one of the allowed ones). Strings compare by Unicode
   code point and ``cont`` is a case-sensitive substring test.
-* Operators apply as in SOL 013 table 5.2.2-2: ``cont``/``ncont`` to strings only, ordering
-  operators not to booleans or enumerations.
+* Operators apply to the data types of SOL 013's applicability table (clause 5.2.2):
+  ``cont``/``ncont`` to strings only, ordering operators to strings, numbers and date-times
+  (not to booleans or enumerations). Beyond the table, ``eq``/``neq``/``in``/``nin`` also
+  accept date-times and ``in``/``nin`` booleans.
 * **Arrays**: when the attribute path crosses an array (``nics/ipAddress``) or ends on an array
   of scalars, a positive operator (eq, in, gt, gte, lt, lte, cont) matches when *at least one*
-  element matches (SOL 013 5.2.2: "if the attribute is an array, the expression matches if at
-  least one element matches"). Each condition picks its own element.
+  element matches, the reading of SOL 013 5.2.2 that e.g. OpenStack Tacker implements. Each
+  condition picks its own element.
 * **Negated operators** ``neq``, ``nin``, ``ncont`` are the exact complement of ``eq``, ``in``,
-  ``cont``: SOL 013 table 5.2.2-1 defines ``nin`` as "not equal to *any* of the values" and
-  ``ncont`` as "does not contain *any* of the values", so on an array ``(neq,a/b,x)`` matches
-  when *no* element equals ``x``, and an absent (or ``null``) attribute or empty array matches.
-  This keeps ``filter=(eq,…)`` and ``filter=(neq,…)`` partitioning every collection.
+  ``cont``. SOL 013 table 5.2.2-1 defines ``nin`` as "Attribute not equal to any of the values
+  in the list" and ``ncont`` as "String attribute does not contain any of the values in the
+  list", so on an array ``(neq,a/b,x)`` matches when *no* element equals ``x`` (not when some
+  element differs), and an absent (or ``null``) attribute or an empty array matches. This keeps
+  ``filter=(eq,…)`` and ``filter=(neq,…)`` partitioning every collection.
 * A missing or ``null`` attribute never satisfies a positive operator.
 """
 

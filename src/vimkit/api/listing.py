@@ -33,7 +33,7 @@ class ListParams:
     sort: str | None
 
 
-def list_params(
+async def list_params(
     filter: str | None = Query(
         None,
         min_length=1,

@@ -13,7 +13,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
-from vimkit.api.auth import authenticate, require_scope
+from vimkit.api.auth import authenticate, check_scope
 from vimkit.api.problems import ApiError, invalid, problem_response
 from vimkit.store.idempotency import StoredResponse
 
@@ -53,9 +53,7 @@ class VimRoute(APIRoute):
         async def vimkit_handler(request: Request) -> Response:
             if scope is not None:
                 # Who is calling comes before what they asked: 401/403 beat a bad parameter.
-                principal = authenticate(request)
-                if not principal.has_scope(scope):
-                    require_scope(scope)(request)
+                check_scope(authenticate(request), scope)
             allowed = self._allowed_query_names()
             for name in request.query_params.keys():
                 if name not in allowed:

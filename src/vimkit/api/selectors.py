@@ -68,7 +68,8 @@ class SelectorResolver(Protocol):
 class Selector:
     """A parsed, combination-checked attribute selection.
 
-    :meth:`validate` checks the named attributes against the resource and records which of its
+    ``mode`` is the base behaviour; ``fields`` given with mode ``exclude_default`` is the
+    ``exclude_default`` + ``fields`` combination. :meth:`validate` checks the named attributes against the resource and records which of its
     attributes are optional complex ones; ``fields`` needs that to know what to leave out.
     """
 
@@ -96,25 +97,24 @@ class Selector:
     def apply(self, doc: dict[str, Any], default_excluded: frozenset[str]) -> dict[str, Any]:
         """A copy of ``doc`` reduced as selected; ``default_excluded`` is the resource's
         "default exclude set" (paths with ``/``)."""
-        result = copy.deepcopy(doc)
         if self.mode == "all_fields":
-            return result
+            return copy.deepcopy(doc)
         if self.mode == "exclude_fields":
-            removed: Iterable[tuple[str, ...]] = self.exclude_fields
+            removed: list[tuple[str, ...]] = list(self.exclude_fields)
         elif self.mode == "exclude_default":
-            removed = _unkept((_split(path) for path in default_excluded), self.fields)
+            removed = list(_unkept((_split(path) for path in default_excluded), self.fields))
         else:
             if self._selectable is None:
                 raise RuntimeError("call Selector.validate() before apply() with 'fields'")
-            removed = _unkept((_split(path) for path in self._selectable), self.fields)
+            removed = list(_unkept((_split(path) for path in self._selectable), self.fields))
+        # Copying is the costly part of a large page: skip it when nothing is present to remove.
+        if not any(path[0] in doc for path in removed):
+            return dict(doc)
+        result = copy.deepcopy(doc)
         # parents first, so that nothing is walked twice
         for path in sorted(removed, key=len):
             _remove(result, path)
         return result
-
-
-DEFAULT_FOR_COLLECTION = Selector("exclude_default")
-DEFAULT_FOR_INDIVIDUAL = Selector("all_fields")
 
 
 def parse_selectors(

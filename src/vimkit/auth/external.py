@@ -17,12 +17,15 @@ apply to them: they stay valid until they expire (revocation is the issuer's bus
 
 The JWKS is fetched with :class:`jwt.PyJWKClient` and cached for ``external_jwks_cache_seconds``;
 an unknown ``kid`` forces at most one refetch per ``refresh_cooldown`` seconds, so forged tokens
-cannot make the VIM hammer the issuer.
+cannot make the VIM hammer the issuer. Verification runs on the event loop, so the server
+(``background_refresh``) fetches the JWKS at start-up and again before the cache expires in a
+thread of its own: requests then only fetch for a ``kid`` the issuer has just introduced.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import threading
 import time
@@ -34,6 +37,8 @@ import jwt
 from vimkit.auth.principal import Principal
 from vimkit.auth.scopes import ADMIN_SCOPE, ALL_SCOPES
 from vimkit.auth.tokens import KeySourceUnavailable, TokenError, VerifiedToken
+
+log = logging.getLogger("vimkit.auth")
 
 ALGORITHMS = ("RS256", "ES256")
 _CLOCK_SKEW = 5.0
@@ -54,6 +59,7 @@ class ExternalIssuer:
         cache_seconds: float = 300.0,
         refresh_cooldown: float = 10.0,
         timeout: float = 5.0,
+        background_refresh: bool = False,
     ) -> None:
         self.jwks_url = jwks_url
         self.issuer = issuer
@@ -66,6 +72,23 @@ class ExternalIssuer:
         self._client = jwt.PyJWKClient(jwks_url, cache_jwk_set=True, lifespan=cache_seconds, timeout=timeout)
         self._lock = threading.Lock()
         self._last_forced_refresh = -float("inf")
+        self.cache_seconds = cache_seconds
+        self._stopped = threading.Event()
+        if background_refresh:
+            threading.Thread(target=self._refresh_loop, name="vimkit-jwks", daemon=True).start()
+
+    def _refresh_loop(self) -> None:
+        delay = 0.0
+        while not self._stopped.wait(delay):
+            try:
+                self._client.get_jwk_set(refresh=True)
+                delay = self.cache_seconds * 0.8
+            except jwt.PyJWTError as exc:
+                log.warning("cannot fetch the external issuer's JWKS: %s", type(exc).__name__)
+                delay = min(30.0, self.cache_seconds / 4)
+
+    def close(self) -> None:
+        self._stopped.set()
 
     @classmethod
     def from_settings(cls, settings: Any) -> ExternalIssuer | None:
@@ -80,6 +103,7 @@ class ExternalIssuer:
             scope_map=settings.external_scope_map,
             allow_admin=settings.external_allow_admin,
             cache_seconds=settings.external_jwks_cache_seconds,
+            background_refresh=True,
         )
 
     def claims_token(self, token: str) -> bool:

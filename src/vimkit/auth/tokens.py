@@ -65,6 +65,11 @@ class TokenService:
         self._lock = threading.Lock()
         self._last_reload = 0.0
 
+    def close(self) -> None:
+        """Stop the external issuer's background JWKS refresh, if any."""
+        if self.external is not None:
+            self.external.close()
+
     def issue(
         self, consumer_id: str, resource_group_id: str, scopes: list[str], generation: int
     ) -> tuple[str, int]:

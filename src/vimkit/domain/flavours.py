@@ -6,9 +6,11 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, select
+from sqlalchemy.orm import Session
 
 from vimkit.api.problems import ApiError, Cause, not_found
 from vimkit.auth.principal import Principal
+from vimkit.notify.outbox import information_change
 from vimkit.models.compute import ComputeFlavourCreate, VirtualComputeFlavour
 from vimkit.store.db import Database
 from vimkit.store.filter_sql import FilterSchema
@@ -61,9 +63,23 @@ def _document(flavour_id: str, data: ComputeFlavourCreate) -> dict:
     return body
 
 
+def _announce(session: Session, row: FlavourRow, change_type: str, vim_id: str) -> None:
+    """A flavour added or removed changes the compute resource types a consumer can use."""
+    information_change(
+        session,
+        api="compute-info",
+        resource_type_id=row.id,
+        change_type=change_type,
+        vim_id=vim_id,
+        changed_resource_data={"flavour": row.body} if change_type != "REMOVAL" else None,
+        audience=None if row.is_public else [row.resource_group_id],
+    )
+
+
 class FlavourService:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, vim_id: str = "vimkit") -> None:
         self.database = database
+        self.vim_id = vim_id
 
     def create(self, principal: Principal, data: ComputeFlavourCreate) -> FlavourRow:
         flavour_id = data.flavourId or str(uuid.uuid4())
@@ -85,6 +101,7 @@ class FlavourService:
                     invalid_params=[("flavourId", "already in use")],
                 )
             session.add(row)
+            _announce(session, row, "ADDITION", self.vim_id)
         return row
 
     def get(self, principal: Principal, flavour_id: str) -> FlavourRow:
@@ -113,6 +130,7 @@ class FlavourService:
                 )
             check_if_match(if_match, row)
             session.delete(row)
+            _announce(session, row, "REMOVAL", self.vim_id)
         return row
 
     def seed_defaults(self) -> int:

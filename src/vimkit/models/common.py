@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints
+
+# Request numbers and booleans are strict: JSON `false` is not a number and `"1"` is not an
+# integer. (Model-wide strict mode would also refuse enum values, which FastAPI validates from
+# already-parsed JSON.)
+StrictInt = Annotated[int, Strict()]
+StrictNumber = Annotated[float, Strict()]
+StrictBool = Annotated[bool, Strict()]
 
 Identifier = Annotated[
     str,
@@ -46,8 +53,7 @@ Metadata = Annotated[
 class RequestModel(BaseModel):
     """A request body: unknown members are refused so that a typo never passes silently."""
 
-    # strict: a JSON `false` is not a number and `"1"` is not an integer.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class ResponseModel(BaseModel):

@@ -7,7 +7,15 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from vimkit.models.common import Identifier, Link, Metadata, RequestModel
+from vimkit.models.common import (
+    Identifier,
+    Link,
+    Metadata,
+    RequestModel,
+    StrictBool,
+    StrictInt,
+    StrictNumber,
+)
 
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
@@ -37,24 +45,24 @@ class VirtualCpuData(RequestModel):
     cpuArchitecture: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = Field(
         None, description="Required CPU architecture (e.g. x86_64, aarch64); absent = any."
     )
-    numVirtualCpu: int = Field(ge=1, le=1024, description="Number of virtual CPUs.")
-    cpuClock: float | None = Field(None, gt=0, le=100_000, description="Minimum clock in MHz.")
+    numVirtualCpu: StrictInt = Field(ge=1, le=1024, description="Number of virtual CPUs.")
+    cpuClock: StrictNumber | None = Field(None, gt=0, le=100_000, description="Minimum clock in MHz.")
     virtualCpuOversubscriptionPolicy: ShortText | None = None
     virtualCpuPinning: VirtualCpuPinningData | None = None
 
 
 class VirtualMemoryData(RequestModel):
-    virtualMemSize: float = Field(gt=0, le=16 * 1024 * 1024, description="Memory in MB (2^20 bytes).")
+    virtualMemSize: StrictNumber = Field(gt=0, le=16 * 1024 * 1024, description="Memory in MB (2^20 bytes).")
     virtualMemOversubscriptionPolicy: ShortText | None = None
-    numaEnabled: bool | None = None
+    numaEnabled: StrictBool | None = None
 
 
 class VirtualStorageData(RequestModel):
     typeOfStorage: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
         description="Kind of storage, e.g. volume, root, ephemeral."
     )
-    sizeOfStorage: float = Field(ge=0, le=1_048_576, description="Size in GB (2^30 bytes).")
-    rdmaEnabled: bool | None = None
+    sizeOfStorage: StrictNumber = Field(ge=0, le=1_048_576, description="Size in GB (2^30 bytes).")
+    rdmaEnabled: StrictBool | None = None
 
 
 class VirtualNetworkInterfaceData(RequestModel):
@@ -62,7 +70,7 @@ class VirtualNetworkInterfaceData(RequestModel):
     networkPortId: Identifier | None = None
     typeVirtualNic: VirtualNicType = VirtualNicType.NORMAL
     typeConfiguration: list[Any] | None = Field(None, max_length=64)
-    bandwidth: float | None = Field(None, ge=0, description="Bandwidth in Mbps.")
+    bandwidth: StrictNumber | None = Field(None, ge=0, description="Bandwidth in Mbps.")
     accelerationCapability: list[ShortText] | None = Field(None, max_length=64)
     metadata: Metadata | None = None
 
@@ -70,7 +78,7 @@ class VirtualNetworkInterfaceData(RequestModel):
 class VirtualComputeFlavourData(RequestModel):
     """The members of VirtualComputeFlavour a consumer provides."""
 
-    isPublic: bool = Field(True, description="Visible to every resource group when true.")
+    isPublic: StrictBool = Field(True, description="Visible to every resource group when true.")
     accelerationCapability: list[ShortText] = Field(default_factory=list, max_length=64)
     virtualMemory: VirtualMemoryData
     virtualCpu: VirtualCpuData

@@ -7,15 +7,21 @@ PostgreSQL uses READ COMMITTED plus explicit row locks where a decision depends 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import orjson
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 _SQLITE_BEGIN_OPTION = "vimkit_sqlite_begin"
+
+
+def _json_dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -50,6 +56,8 @@ class Database:
             self.engine = create_engine(
                 url,
                 echo=echo,
+                json_serializer=_json_dumps,
+                json_deserializer=orjson.loads,
                 connect_args={"check_same_thread": False, "timeout": 30},
                 pool_size=16,
                 max_overflow=16,
@@ -57,9 +65,18 @@ class Database:
             _configure_sqlite(self.engine)
         else:
             self.engine = create_engine(
-                url, echo=echo, pool_size=16, max_overflow=16, pool_pre_ping=True
+                url,
+                echo=echo,
+                json_serializer=_json_dumps,
+                json_deserializer=orjson.loads,
+                pool_size=16,
+                max_overflow=16,
+                pool_pre_ping=True,
             )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
+        # Called after a write transaction that emitted notifications commits (wakes dispatchers).
+        self.after_notifications: list[Callable[[], None]] = []
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -68,7 +85,21 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """A transaction that commits on success and rolls back on any exception."""
+        """A transaction that commits on success and rolls back on any exception.
+
+        On SQLite the writers of this process queue on a Python lock first: SQLite's own busy
+        handler waits by sleeping (up to 100 ms a turn), which under concurrent writers costs
+        far more than the writes themselves.
+        """
+        if self._write_lock is None:
+            with self._write_session() as session:
+                yield session
+            return
+        with self._write_lock, self._write_session() as session:
+            yield session
+
+    @contextmanager
+    def _write_session(self) -> Iterator[Session]:
         with self._sessions() as session:
             if self.dialect == "sqlite":
                 session.connection(execution_options={_SQLITE_BEGIN_OPTION: "IMMEDIATE"})
@@ -78,6 +109,9 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+            if session.info.pop("vimkit_notifications_emitted", False):
+                for hook in self.after_notifications:
+                    hook()
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

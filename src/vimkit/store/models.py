@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -126,3 +127,66 @@ class AuditRow(Base):
     status: Mapped[int] = mapped_column(Integer, nullable=False)
     request_id: Mapped[str | None] = mapped_column(String(128))
     duration_us: Mapped[int | None] = mapped_column(Integer)
+
+
+class SubscriptionRow(DocumentMixin, Base):
+    """A consumer's subscription on one API; ``body`` is its public representation."""
+
+    __tablename__ = "subscriptions"
+
+    api: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+    consumer_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    # An admin's subscription receives the notifications of every resource group.
+    all_groups: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    callback_uri: Mapped[str] = mapped_column(String(2048), nullable=False)
+    # The authentication block with its secrets encrypted (see vimkit.notify.secrets).
+    authentication: Mapped[str | None] = mapped_column(String(8192))
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default="ACTIVE")
+    next_sequence: Mapped[int] = mapped_column(BigInteger, nullable=False, default=1)
+    last_success_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(1024))
+    last_error_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    # A replica delivering for this subscription holds it until lease_until.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class OutboxRow(Base):
+    """A notification written in the same transaction as the change that caused it."""
+
+    __tablename__ = "notification_outbox"
+
+    seq: Mapped[int] = mapped_column(SeqInteger, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    api: Mapped[str] = mapped_column(String(32), nullable=False)
+    notification_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    # Resource groups that may see it; None means every group (e.g. a public flavour).
+    audience: Mapped[list[str] | None] = mapped_column(JsonDocument)
+    facets: Mapped[dict[str, Any]] = mapped_column(JsonDocument, nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonDocument, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    fanned_out: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, index=True)
+
+
+class DeliveryRow(Base):
+    """One notification for one subscription, numbered by the subscription's sequence."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "sequence", name="uq_delivery_subscription_sequence"),
+        Index("ix_delivery_pending", "subscription_id", "delivered", "sequence"),
+    )
+
+    seq: Mapped[int] = mapped_column(SeqInteger, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    sequence: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    notification_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    body: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    delivered: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    committed_at_ns: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

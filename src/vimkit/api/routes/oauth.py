@@ -12,18 +12,21 @@ import binascii
 from typing import Any
 from urllib.parse import unquote
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.responses import Response
 
 from vimkit.api.auth import CALLER_STATE_KEY
 from vimkit.api.json import dumps
 from vimkit.api.problems import Cause, problem_type
-from vimkit.api.routing import VimRoute
 from vimkit.auth.principal import Principal
 
-router = APIRouter(route_class=VimRoute, tags=["oauth2"])
+# A plain APIRoute, not VimRoute: the token endpoint is public, RFC 6749 §3.2 says unknown
+# parameters are ignored, and a token response must never be stored for Idempotency-Key replays
+# (VimRoute's idempotency also expects a bearer token, which this endpoint never has).
+router = APIRouter(route_class=APIRoute, tags=["oauth2"])
 
 
 class TokenResponse(BaseModel):

@@ -1,0 +1,1 @@
+"""Subscriptions and at-least-once, in-order delivery of notifications from the outbox."""

@@ -1,0 +1,122 @@
+"""Emit a notification inside the transaction of the change that causes it.
+
+Domain services call :func:`emit` with the session they are writing with. The outbox row
+commits or rolls back with the change, so a crash can neither lose a notification nor announce
+a change that never happened. After the commit the dispatcher is woken (see ``Database.write``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from vimkit.notify import filters
+from vimkit.store.models import OutboxRow
+from vimkit.store.repository import utcnow
+
+EMITTED_KEY = "vimkit_notifications_emitted"
+
+
+def emit(
+    session: Session,
+    *,
+    api: str,
+    notification_type: str,
+    payload: dict[str, Any],
+    audience: list[str] | None,
+    resource_id: str | None = None,
+    change_type: str | None = None,
+    metadata: dict[str, str] | None = None,
+    **facets: Any,
+) -> OutboxRow:
+    """Add one notification to the outbox of ``session``'s transaction.
+
+    ``audience`` lists the resource groups allowed to receive it (None: every group). The
+    facets (resource id, change type, metadata, severity, …) are what subscription filters match.
+    """
+    if notification_type not in filters.NOTIFICATION_TYPES[api]:
+        raise ValueError(f"{notification_type} is not a notification of the {api} API")
+    row = OutboxRow(
+        id=str(uuid.uuid4()),
+        api=api,
+        notification_type=notification_type,
+        audience=audience,
+        facets={
+            "notificationType": notification_type,
+            "resourceId": resource_id,
+            "changeType": change_type,
+            "metadata": metadata or {},
+            **facets,
+        },
+        payload=payload,
+        created_at=utcnow(),
+        fanned_out=False,
+    )
+    session.add(row)
+    session.info[EMITTED_KEY] = True
+    return row
+
+
+def resource_change(
+    session: Session,
+    *,
+    api: str,
+    resource_type: str,
+    resource_id: str,
+    change_type: str,
+    resource_group_id: str,
+    vim_id: str,
+    changed_resource_data: dict[str, Any] | None,
+    metadata: dict[str, str] | None = None,
+    audience: list[str] | None = None,
+) -> OutboxRow:
+    """A VirtualisedResourceChangeNotification (compute, network, storage)."""
+    payload = {
+        "changeId": str(uuid.uuid4()),
+        "virtualisedResourceId": resource_id,
+        "vimId": vim_id,
+        "resourceType": resource_type,
+        "changeType": change_type,
+        "changedResourceData": changed_resource_data,
+    }
+    return emit(
+        session,
+        api=api,
+        notification_type=filters.RESOURCE_CHANGE,
+        payload=payload,
+        audience=audience if audience is not None else [resource_group_id],
+        resource_id=resource_id,
+        change_type=change_type,
+        metadata=metadata,
+    )
+
+
+def information_change(
+    session: Session,
+    *,
+    api: str,
+    resource_type_id: str,
+    change_type: str,
+    vim_id: str,
+    changed_resource_data: dict[str, Any] | None,
+    audience: list[str] | None,
+) -> OutboxRow:
+    """An InformationChangeNotification (compute-info, network-info, storage-info)."""
+    payload = {
+        "changeId": str(uuid.uuid4()),
+        "resourceTypeId": resource_type_id,
+        "vimId": vim_id,
+        "changeType": change_type,
+        "changedResourceData": changed_resource_data,
+    }
+    return emit(
+        session,
+        api=api,
+        notification_type=filters.INFORMATION_CHANGE,
+        payload=payload,
+        audience=audience,
+        resource_id=resource_type_id,
+        change_type=change_type,
+    )
