@@ -76,6 +76,7 @@ def serve(
             f"  get a token:   curl -s -u '{creds.row.client_id}:{creds.client_secret}' "
             f"-d grant_type=client_credentials {scheme}://{settings.host}:{settings.port}/oauth2/token",
             highlight=False,
+            soft_wrap=True,  # a command to copy must not be broken across lines
         )
     out.print(f"vimkit listening on {scheme}://{settings.host}:{settings.port} (driver {settings.driver}, "
               f"database {services.database.dialect}); API docs at /docs", highlight=False)

@@ -1,16 +1,21 @@
-"""Fan-out of the outbox and at-least-once, in-order delivery to subscribers.
+"""At-least-once, in-order delivery of notifications to subscribers.
 
-Two cooperating loops run in the server's event loop:
+Loops in the server's event loop:
 
-* **fan-out** reads committed outbox rows in commit order, finds the matching subscriptions and
-  writes one delivery per subscription, numbered with that subscription's ``sequence``. On
-  PostgreSQL a transaction-level advisory lock makes one replica at a time do it, so sequences
-  never collide.
-* **delivery** takes a lease on a subscription that has due deliveries (a conditional UPDATE,
-  atomic on every backend), posts its deliveries strictly in sequence order, marks them
-  delivered, and on failure schedules a retry with exponential backoff and full jitter. Leases
-  make replicas share subscriptions without ever sending the same attempt twice; different
-  subscriptions are served concurrently.
+* **fan-out** (see :mod:`vimkit.notify.fanout`) runs after every commit that emitted
+  notifications and hands the new deliveries to this process's per-subscription queues.
+* **scheduling** takes a lease on each subscription with due deliveries (a conditional UPDATE,
+  atomic on every backend) and starts one task per leased subscription; tasks for different
+  subscriptions run concurrently, each posts its notifications strictly in sequence order.
+  Leases let replicas share the subscriptions without sending the same attempt twice, and a
+  periodic scan picks up work another replica or a crash left behind.
+* **acknowledgement flushing** records acknowledged deliveries in one transaction every few
+  milliseconds for all subscriptions, renews this replica's leases, and releases finished
+  ones. A crash can re-send only what was acknowledged but not yet recorded.
+
+On failure a subscription backs off exponentially with full jitter; past the give-up horizon it
+is marked FAILING, keeps its pending notifications and keeps being retried at the longest
+interval, so it resumes by itself when the subscriber comes back.
 """
 
 from __future__ import annotations
@@ -18,22 +23,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import ssl
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 import httpx
-import orjson
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import and_, delete, exists, or_, select, text, update
+from sqlalchemy import and_, delete, exists, func, or_, select, update
 
 from vimkit.notify.callbacks import TokenCache, auth_headers
-from vimkit.notify.filters import matches
+from vimkit.notify.fanout import Pending, fan_out_once
 from vimkit.notify.secrets import SecretBox
 from vimkit.store.db import Database
-from vimkit.store.models import DeliveryRow, OutboxRow, SubscriptionRow
+from vimkit.store.models import DeliveryRow, SubscriptionRow
 from vimkit.store.repository import utcnow
 
 log = logging.getLogger("vimkit.notify")
@@ -43,15 +48,14 @@ FAILED = Counter("vimkit_notification_delivery_failures_total", "Failed delivery
 FAILING = Gauge("vimkit_subscriptions_failing", "Subscriptions whose deliveries keep failing")
 LATENCY = Histogram(
     "vimkit_notification_latency_seconds",
-    "Commit of the change to acknowledgement by the subscriber",
+    "Fan-out of the change to acknowledgement by the subscriber",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
-_FANOUT_LOCK_KEY = 0x76696D6B  # "vimk": the advisory lock serialising fan-out across replicas
-_BATCH = 500
-_DELIVERY_BATCH = 200
-# Acknowledged deliveries are recorded in groups: a crash re-sends at most this many.
-_MARK_EVERY = 50
+_RELOAD_BATCH = 200
+_FLUSH_INTERVAL = 0.02
+_HOUSEKEEPING_INTERVAL = 30.0
+_LINGER_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,24 @@ class DispatchSettings:
     poll_interval: float = 0.5
     concurrency: int = 64
     retention_seconds: float = 3600.0
+
+
+@dataclass
+class _Target:
+    """What a delivery task needs to know about its subscription."""
+
+    subscription_id: str
+    api: str
+    callback_uri: str
+    authentication: dict[str, Any] | None
+    next_sequence: int
+
+
+@dataclass
+class _Acks:
+    rows: list[int] = field(default_factory=list)
+    by_subscription: dict[str, str] = field(default_factory=dict)  # id -> api
+    released: set[str] = field(default_factory=set)
 
 
 class Dispatcher:
@@ -84,28 +106,35 @@ class Dispatcher:
         self.tokens = tokens or TokenCache()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fanout_wake = asyncio.Event()
-        self._delivery_wake = asyncio.Event()
+        self._schedule_wake = asyncio.Event()
         self._ready: set[str] = set()
+        self._queues: dict[str, deque[Pending]] = {}
+        self._expected: dict[str, int] = {}  # next sequence this replica will send, per subscription
         self._active: dict[str, asyncio.Task[None]] = {}
+        self._signals: dict[str, asyncio.Event] = {}  # wakes a lingering task when work arrives
+        self._acks = _Acks()
         self._tasks: list[asyncio.Task[None]] = []
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._session: aiohttp.ClientSession | None = None
         self._token_client: httpx.AsyncClient | None = None
         self._stopping = False
+        self._last_renew = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._fanout_wake = asyncio.Event()
-        self._delivery_wake = asyncio.Event()
-        # Building an SSL context loads the CA bundle (tens of ms): build it once for all clients.
-        self._tls = ssl.create_default_context()
-        self._token_client = httpx.AsyncClient(
-            timeout=self.settings.request_timeout, follow_redirects=False, verify=self._tls
+        self._schedule_wake = asyncio.Event()
+        # aiohttp for the hot path: measured about 4x cheaper per request than httpx here.
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=8, keepalive_timeout=60)
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout)
         )
+        self._token_client = httpx.AsyncClient(timeout=self.settings.request_timeout, follow_redirects=False)
         self.database.after_notifications.append(self.wake)
         self._tasks = [
             asyncio.create_task(self._fanout_loop(), name="vimkit-fanout"),
-            asyncio.create_task(self._delivery_loop(), name="vimkit-delivery"),
+            asyncio.create_task(self._schedule_loop(), name="vimkit-delivery"),
+            asyncio.create_task(self._flush_loop(), name="vimkit-acks"),
         ]
         self.wake()
 
@@ -113,14 +142,14 @@ class Dispatcher:
         self._stopping = True
         if self.wake in self.database.after_notifications:
             self.database.after_notifications.remove(self.wake)
-        for task in [*self._tasks, *self._active.values()]:
+        for task in [*self._active.values(), *self._tasks]:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._active.values(), return_exceptions=True)
-        await asyncio.to_thread(self._release_all_leases)
-        for client in [*self._clients.values(), self._token_client]:
-            if client is not None:
-                await client.aclose()
-        self._clients.clear()
+        await asyncio.gather(*self._active.values(), *self._tasks, return_exceptions=True)
+        await asyncio.to_thread(self._flush, self._take_acks(), True)
+        if self._session is not None:
+            await self._session.close()
+        if self._token_client is not None:
+            await self._token_client.aclose()
 
     def wake(self) -> None:
         """Thread-safe: a transaction that emitted notifications has committed."""
@@ -137,128 +166,82 @@ class Dispatcher:
                 pass
             self._fanout_wake.clear()
             try:
-                while True:
-                    produced, more = await asyncio.to_thread(self.fan_out_once)
+                more = True
+                while more:
+                    produced, more = await asyncio.to_thread(fan_out_once, self.database, self.settings.base_url)
+                    for subscription_id, items in produced.items():
+                        self._queues.setdefault(subscription_id, deque()).extend(items)
+                        self._ready.add(subscription_id)
+                        signal = self._signals.get(subscription_id)
+                        if signal is not None:
+                            signal.set()
                     if produced:
-                        self._ready.update(produced)
-                        self._delivery_wake.set()
-                    if not more:
-                        break
+                        self._schedule_wake.set()
             except Exception:  # a database hiccup must not kill the loop; it retries next tick
                 log.exception("notification fan-out failed; retrying")
                 await asyncio.sleep(self.settings.poll_interval)
 
-    def fan_out_once(self) -> tuple[set[str], bool]:
-        """Turn one batch of outbox rows into deliveries; returns the subscriptions that got some."""
-        touched: set[str] = set()
-        with self.database.write() as session:
-            if self.database.dialect == "postgresql":
-                if not session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _FANOUT_LOCK_KEY}).scalar():
-                    return touched, False
-            events = list(session.scalars(select(OutboxRow).order_by(OutboxRow.seq).limit(_BATCH)))
-            if not events:
-                return touched, False
-            apis = {event.api for event in events}
-            subscriptions = list(
-                session.scalars(select(SubscriptionRow).where(SubscriptionRow.api.in_(apis)).order_by(SubscriptionRow.seq))
-            )
-            now = utcnow()
-            now_ns = time.time_ns()
-            stamp = now.isoformat().replace("+00:00", "Z")
-            for event in events:
-                for subscription in subscriptions:
-                    if subscription.api != event.api:
-                        continue
-                    if not subscription.all_groups and event.audience is not None and subscription.resource_group_id not in event.audience:
-                        continue
-                    if not matches(subscription.body.get("filter") or {}, event.facets):
-                        continue
-                    sequence = subscription.next_sequence
-                    subscription.next_sequence = sequence + 1
-                    body = {
-                        "id": event.id,
-                        "notificationType": event.notification_type,
-                        "subscriptionId": subscription.id,
-                        "timeStamp": stamp,
-                        "sequence": sequence,
-                        **event.payload,
-                        "_links": {
-                            "subscription": {
-                                "href": f"{self.settings.base_url}/{subscription.api}/v1/subscriptions/{subscription.id}"
-                            }
-                        },
-                    }
-                    session.add(
-                        DeliveryRow(
-                            subscription_id=subscription.id,
-                            sequence=sequence,
-                            notification_id=event.id,
-                            body=orjson.dumps(body),
-                            delivered=False,
-                            attempts=0,
-                            created_at=now,
-                            committed_at_ns=now_ns,
-                        )
-                    )
-                    touched.add(subscription.id)
-            session.execute(delete(OutboxRow).where(OutboxRow.seq.in_([event.seq for event in events])))
-        return touched, len(events) == _BATCH
-
-    # -- delivery --------------------------------------------------------------------------
-    async def _delivery_loop(self) -> None:
+    # -- scheduling ------------------------------------------------------------------------
+    async def _schedule_loop(self) -> None:
         last_scan = 0.0
-        semaphore_limit = self.settings.concurrency
+        last_housekeeping = time.monotonic()
         while not self._stopping:
             try:
-                await asyncio.wait_for(self._delivery_wake.wait(), self.settings.poll_interval)
+                await asyncio.wait_for(self._schedule_wake.wait(), self.settings.poll_interval)
             except TimeoutError:
                 pass
-            self._delivery_wake.clear()
+            self._schedule_wake.clear()
             try:
-                if time.monotonic() - last_scan >= self.settings.poll_interval:
-                    last_scan = time.monotonic()
+                now = time.monotonic()
+                if now - last_scan >= self.settings.poll_interval:
+                    last_scan = now
                     self._ready.update(await asyncio.to_thread(self._due_subscriptions))
+                if now - last_housekeeping >= _HOUSEKEEPING_INTERVAL:
+                    last_housekeeping = now
+                    await asyncio.to_thread(self._housekeeping)
                 candidates = [sid for sid in self._ready if sid not in self._active]
-                self._ready.difference_update(candidates)
-                room = semaphore_limit - len(self._active)
+                room = self.settings.concurrency - len(self._active)
                 if room <= 0 or not candidates:
                     continue
-                claimed = await asyncio.to_thread(self._claim, candidates[:room])
-                self._ready.update(candidates[room:])
-                for subscription_id in claimed:
-                    task = asyncio.create_task(self._serve(subscription_id))
-                    self._active[subscription_id] = task
-                    task.add_done_callback(lambda _t, sid=subscription_id: self._finished(sid))
+                chosen = candidates[:room]
+                self._ready.difference_update(chosen)
+                for target in await asyncio.to_thread(self._claim, chosen):
+                    task = asyncio.create_task(self._serve(target))
+                    self._active[target.subscription_id] = task
+                    task.add_done_callback(lambda _t, sid=target.subscription_id: self._finished(sid))
             except Exception:
                 log.exception("notification delivery scheduling failed; retrying")
                 await asyncio.sleep(self.settings.poll_interval)
 
     def _finished(self, subscription_id: str) -> None:
         self._active.pop(subscription_id, None)
-        self._delivery_wake.set()
+        if self._queues.get(subscription_id):
+            self._ready.add(subscription_id)
+        self._schedule_wake.set()
 
     def _due_subscriptions(self) -> set[str]:
         now = utcnow()
         pending = exists().where(DeliveryRow.subscription_id == SubscriptionRow.id, DeliveryRow.delivered.is_(False))
         with self.database.read() as session:
-            rows = session.scalars(
-                select(SubscriptionRow.id).where(
-                    pending,
-                    or_(SubscriptionRow.next_attempt_at.is_(None), SubscriptionRow.next_attempt_at <= now),
-                    or_(
-                        SubscriptionRow.lease_until.is_(None),
-                        SubscriptionRow.lease_until < now,
-                        SubscriptionRow.lease_owner == self.replica_id,
-                    ),
+            return set(
+                session.scalars(
+                    select(SubscriptionRow.id).where(
+                        pending,
+                        or_(SubscriptionRow.next_attempt_at.is_(None), SubscriptionRow.next_attempt_at <= now),
+                        or_(
+                            SubscriptionRow.lease_until.is_(None),
+                            SubscriptionRow.lease_until < now,
+                            SubscriptionRow.lease_owner == self.replica_id,
+                        ),
+                    )
                 )
             )
-            return set(rows)
 
-    def _claim(self, subscription_ids: list[str]) -> list[str]:
-        """Take leases; a row another replica holds (or that is backing off) is skipped."""
+    def _claim(self, subscription_ids: list[str]) -> list[_Target]:
+        """Take leases; a subscription another replica holds, or one backing off, is skipped."""
         now = utcnow()
         until = now + timedelta(seconds=self.settings.lease_seconds)
-        claimed: list[str] = []
+        targets: list[_Target] = []
         with self.database.write() as session:
             for subscription_id in subscription_ids:
                 result = session.execute(
@@ -274,176 +257,197 @@ class Dispatcher:
                     )
                     .values(lease_owner=self.replica_id, lease_until=until)
                 )
-                if result.rowcount == 1:
-                    claimed.append(subscription_id)
-        return claimed
+                if result.rowcount != 1:
+                    continue
+                row = session.execute(
+                    select(SubscriptionRow.api, SubscriptionRow.callback_uri, SubscriptionRow.authentication)
+                    .where(SubscriptionRow.id == subscription_id)
+                ).one()
+                first = session.scalar(
+                    select(func.min(DeliveryRow.sequence)).where(
+                        DeliveryRow.subscription_id == subscription_id, DeliveryRow.delivered.is_(False)
+                    )
+                )
+                # Acknowledged-but-unrecorded deliveries of this replica are not sent again.
+                expected = max(int(first or 0), self._expected.get(subscription_id, 0))
+                authentication = self.box.open(row.authentication) if row.authentication else None
+                targets.append(_Target(subscription_id, row.api, row.callback_uri, authentication, expected))
+        return targets
 
-    async def _serve(self, subscription_id: str) -> None:
+    # -- delivery --------------------------------------------------------------------------
+    async def _serve(self, target: _Target) -> None:
+        """Deliver in order while holding the lease; linger a little when caught up, because a
+        task that stays costs nothing while a new claim costs several queries."""
+        sid = target.subscription_id
+        checked_database = False
         try:
             while not self._stopping:
-                batch = await asyncio.to_thread(self._load_batch, subscription_id)
-                if batch is None:
-                    return
-                subscription, deliveries, authentication = batch
-                if not deliveries:
-                    await asyncio.to_thread(self._release, subscription_id)
-                    return
-                done: list[tuple[int, int]] = []
-                failure: str | None = None
-                for delivery in deliveries:
-                    failure = await self._post(subscription, delivery, authentication)
-                    if failure is not None:
-                        break
-                    done.append((delivery.seq, delivery.committed_at_ns))
-                    if len(done) >= _MARK_EVERY:
-                        await asyncio.to_thread(self._mark_delivered, subscription, done)
-                        done = []
-                if done:
-                    await asyncio.to_thread(self._mark_delivered, subscription, done)
+                item = self._next_from_memory(target)
+                if item is None:
+                    queue = self._queues.get(sid)
+                    gap = bool(queue) and queue[0].sequence > target.next_sequence
+                    if gap or not checked_database:
+                        checked_database = True
+                        batch = await asyncio.to_thread(self._reload, sid, target.next_sequence)
+                        if batch:
+                            self._queues[sid] = deque(batch + [p for p in (queue or ()) if p.sequence > batch[-1].sequence])
+                            continue
+                    signal = self._signals.setdefault(sid, asyncio.Event())
+                    signal.clear()
+                    try:
+                        await asyncio.wait_for(signal.wait(), _LINGER_SECONDS)
+                    except TimeoutError:
+                        # Another replica may have fanned out for us: look once more, then let go.
+                        if await asyncio.to_thread(self._reload, sid, target.next_sequence):
+                            checked_database = False
+                            continue
+                        self._acks.released.add(sid)
+                        return
+                    continue
+                failure = await self._post(target, item)
                 if failure is not None:
-                    await asyncio.to_thread(self._record_failure, subscription_id, deliveries[len(done)].seq, failure)
+                    await asyncio.to_thread(self._record_failure, self._take_acks(), sid, item.row_id, failure)
                     return
+                self._queues[sid].popleft()
+                target.next_sequence = item.sequence + 1
+                self._expected[sid] = target.next_sequence
+                self._acks.rows.append(item.row_id)
+                self._acks.by_subscription[sid] = target.api
+                LATENCY.observe(max(0.0, (time.time_ns() - item.committed_ns) / 1e9))
+                DELIVERED.labels(target.api).inc()
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("delivery to subscription %s failed unexpectedly", subscription_id)
-            await asyncio.to_thread(self._record_failure, subscription_id, None, "internal delivery error")
+            log.exception("delivery to subscription %s failed unexpectedly", sid)
+            await asyncio.to_thread(self._record_failure, self._take_acks(), sid, None, "internal delivery error")
 
-    def _load_batch(self, subscription_id: str) -> tuple[SubscriptionRow, list[DeliveryRow], dict[str, Any] | None] | None:
-        now = utcnow()
+    def _next_from_memory(self, target: _Target) -> Pending | None:
+        queue = self._queues.get(target.subscription_id)
+        while queue and queue[0].sequence < target.next_sequence:
+            queue.popleft()  # already sent (e.g. reloaded from the database meanwhile)
+        if queue and queue[0].sequence == target.next_sequence:
+            return queue[0]
+        return None
+
+    def _reload(self, subscription_id: str, from_sequence: int) -> list[Pending]:
         with self.database.read() as session:
-            subscription = session.scalar(select(SubscriptionRow).where(SubscriptionRow.id == subscription_id))
-            if subscription is None or subscription.lease_owner != self.replica_id:
-                return None
-            deliveries = list(
-                session.scalars(
-                    select(DeliveryRow)
-                    .where(DeliveryRow.subscription_id == subscription_id, DeliveryRow.delivered.is_(False))
-                    .order_by(DeliveryRow.sequence)
-                    .limit(_DELIVERY_BATCH)
+            rows = session.execute(
+                select(DeliveryRow.seq, DeliveryRow.sequence, DeliveryRow.body, DeliveryRow.committed_at_ns)
+                .where(
+                    DeliveryRow.subscription_id == subscription_id,
+                    DeliveryRow.delivered.is_(False),
+                    DeliveryRow.sequence >= from_sequence,
                 )
-            )
-        remaining = (subscription.lease_until - now).total_seconds() if subscription.lease_until else 0
-        if remaining < self.settings.lease_seconds * 2 / 3:
-            # Renewing costs a write; do it only once a third of the lease has passed.
-            with self.database.write() as session:
-                renewed = session.execute(
-                    update(SubscriptionRow)
-                    .where(SubscriptionRow.id == subscription_id, SubscriptionRow.lease_owner == self.replica_id)
-                    .values(lease_until=now + timedelta(seconds=self.settings.lease_seconds))
-                )
-                if renewed.rowcount != 1:
-                    return None
-        authentication = self.box.open(subscription.authentication) if subscription.authentication else None
-        return subscription, deliveries, authentication
+                .order_by(DeliveryRow.sequence)
+                .limit(_RELOAD_BATCH)
+            ).all()
+        return [Pending(row.seq, row.sequence, bytes(row.body), row.committed_at_ns) for row in rows]
 
-    async def _post(self, subscription: SubscriptionRow, delivery: DeliveryRow, authentication: dict[str, Any] | None) -> str | None:
-        """Send one notification; None when acknowledged (2xx), else the reason it failed."""
-        assert self._token_client is not None
+    async def _post(self, target: _Target, item: Pending) -> str | None:
+        """Send one notification; None when acknowledged (2xx), else why it failed."""
+        assert self._session is not None and self._token_client is not None
+        headers = {"Content-Type": "application/json", "Version": "1.0.0"}
         try:
-            headers = {"Content-Type": "application/json", "Version": "1.0.0"}
-            headers.update(await auth_headers(self._token_client, self.tokens, authentication))
-            response = await self._client_for(subscription.id).post(
-                subscription.callback_uri, content=delivery.body, headers=headers
-            )
-        except httpx.TimeoutException:
+            headers.update(await auth_headers(self._token_client, self.tokens, target.authentication))
+            async with self._session.post(target.callback_uri, data=item.body, headers=headers,
+                                          allow_redirects=False) as response:
+                await response.read()
+                status = response.status
+        except TimeoutError:
             return "timed out"
         except httpx.HTTPStatusError as exc:
-            return f"token endpoint: {exc}"
-        except (httpx.HTTPError, OSError, KeyError, ValueError) as exc:
+            return f"token endpoint: {exc}"[:500]
+        except (aiohttp.ClientError, httpx.HTTPError, OSError, KeyError, ValueError) as exc:
             return f"{type(exc).__name__}: {exc}"[:500]
-        if 200 <= response.status_code < 300:
+        if 200 <= status < 300:
             return None
-        if response.status_code == 401 and authentication and "paramsOauth2ClientCredentials" in authentication:
-            self.tokens.forget(authentication["paramsOauth2ClientCredentials"])
-        return f"callback answered {response.status_code}"
+        if status == 401 and target.authentication and "paramsOauth2ClientCredentials" in target.authentication:
+            self.tokens.forget(target.authentication["paramsOauth2ClientCredentials"])
+        return f"callback answered {status}"
 
-    def _client_for(self, subscription_id: str) -> httpx.AsyncClient:
-        """One keep-alive connection per subscription: deliveries to it are sequential anyway,
-        and a small pool per subscriber avoids httpcore scanning every idle connection of one
-        big shared pool on each request."""
-        client = self._clients.get(subscription_id)
-        if client is None:
-            limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-            client = httpx.AsyncClient(
-                timeout=self.settings.request_timeout, limits=limits, follow_redirects=False, verify=self._tls
-            )
-            self._clients[subscription_id] = client
-        return client
+    # -- bookkeeping -----------------------------------------------------------------------
+    async def _flush_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(_FLUSH_INTERVAL)
+            try:
+                await asyncio.to_thread(self._flush, self._take_acks(), False, frozenset(self._active))
+            except Exception:
+                log.exception("recording acknowledged notifications failed; retrying")
 
-    def _mark_delivered(self, subscription: SubscriptionRow, done: list[tuple[int, int]]) -> None:
+    def _take_acks(self) -> _Acks:
+        """Called on the event loop, which is the only writer of ``self._acks``."""
+        acks, self._acks = self._acks, _Acks()
+        return acks
+
+    def _flush(self, acks: _Acks, final: bool, active: frozenset[str] = frozenset()) -> None:
+        """Record acknowledgements, release finished leases and renew the others, in one go."""
         now = utcnow()
+        renew = not final and time.monotonic() - self._last_renew >= self.settings.lease_seconds / 3
+        # A subscription whose task restarted since it asked to be released keeps its lease.
+        released = [sid for sid in acks.released if sid not in active]
+        if not (acks.rows or released or renew or final):
+            return
         with self.database.write() as session:
-            session.execute(
-                update(DeliveryRow).where(DeliveryRow.seq.in_([seq for seq, _ in done])).values(delivered=True, delivered_at=now)
-            )
-            session.execute(
-                update(SubscriptionRow)
-                .where(SubscriptionRow.id == subscription.id)
-                .values(last_success_at=now, consecutive_failures=0, failing_since=None, state="ACTIVE", next_attempt_at=None)
-            )
-        now_ns = time.time_ns()
-        for _seq, committed in done:
-            LATENCY.observe(max(0.0, (now_ns - committed) / 1e9))
-        DELIVERED.labels(subscription.api).inc(len(done))
+            if acks.rows:
+                session.execute(
+                    update(DeliveryRow).where(DeliveryRow.seq.in_(acks.rows)).values(delivered=True, delivered_at=now)
+                )
+            if acks.by_subscription:
+                session.execute(
+                    update(SubscriptionRow)
+                    .where(SubscriptionRow.id.in_(list(acks.by_subscription)))
+                    .values(last_success_at=now, consecutive_failures=0, failing_since=None, state="ACTIVE",
+                            next_attempt_at=None)
+                )
+            mine = SubscriptionRow.lease_owner == self.replica_id
+            if final:
+                session.execute(update(SubscriptionRow).where(mine).values(lease_owner=None, lease_until=None))
+            elif released:
+                session.execute(
+                    update(SubscriptionRow).where(SubscriptionRow.id.in_(released), mine)
+                    .values(lease_owner=None, lease_until=None)
+                )
+            if renew:
+                self._last_renew = time.monotonic()
+                session.execute(
+                    update(SubscriptionRow).where(mine)
+                    .values(lease_until=now + timedelta(seconds=self.settings.lease_seconds))
+                )
 
-    def _record_failure(self, subscription_id: str, delivery_seq: int | None, reason: str) -> None:
+    def _record_failure(self, acks: _Acks, subscription_id: str, row_id: int | None, reason: str) -> None:
+        self._flush(acks, False, frozenset())  # what was acknowledged is recorded before the lease goes
         now = utcnow()
         with self.database.write() as session:
             subscription = session.scalar(select(SubscriptionRow).where(SubscriptionRow.id == subscription_id))
             if subscription is None:
                 return
-            if delivery_seq is not None:
-                session.execute(update(DeliveryRow).where(DeliveryRow.seq == delivery_seq).values(attempts=DeliveryRow.attempts + 1))
+            if row_id is not None:
+                session.execute(update(DeliveryRow).where(DeliveryRow.seq == row_id).values(attempts=DeliveryRow.attempts + 1))
             failures = subscription.consecutive_failures + 1
             delay = min(self.settings.backoff_cap, self.settings.backoff_base * 2 ** min(failures - 1, 30))
             delay *= random.uniform(0.5, 1.0)
             failing_since = subscription.failing_since or now
-            state = subscription.state
-            if (now - failing_since).total_seconds() >= self.settings.give_up_after:
-                if state != "FAILING":
-                    log.warning("subscription %s is FAILING: %s", subscription_id, reason)
-                state = "FAILING"
+            if (now - failing_since).total_seconds() >= self.settings.give_up_after and subscription.state != "FAILING":
+                log.warning("subscription %s is FAILING: %s", subscription_id, reason)
+                subscription.state = "FAILING"
             subscription.consecutive_failures = failures
             subscription.last_error = reason[:1024]
             subscription.last_error_at = now
             subscription.failing_since = failing_since
-            subscription.state = state
             subscription.next_attempt_at = now + timedelta(seconds=delay)
             subscription.lease_owner = None
             subscription.lease_until = None
             api = subscription.api
         FAILED.labels(api).inc()
 
-    def _release(self, subscription_id: str) -> None:
-        with self.database.write() as session:
-            session.execute(
-                update(SubscriptionRow)
-                .where(SubscriptionRow.id == subscription_id, SubscriptionRow.lease_owner == self.replica_id)
-                .values(lease_owner=None, lease_until=None)
-            )
-
-    def _release_all_leases(self) -> None:
-        try:
-            with self.database.write() as session:
-                session.execute(
-                    update(SubscriptionRow)
-                    .where(SubscriptionRow.lease_owner == self.replica_id)
-                    .values(lease_owner=None, lease_until=None)
-                )
-        except Exception:  # shutting down: the leases expire on their own
-            log.debug("could not release delivery leases at shutdown", exc_info=True)
-
-    def purge_delivered(self) -> int:
+    def _housekeeping(self) -> None:
         cutoff = utcnow() - timedelta(seconds=self.settings.retention_seconds)
         with self.database.write() as session:
-            result = session.execute(
-                delete(DeliveryRow).where(and_(DeliveryRow.delivered.is_(True), DeliveryRow.delivered_at < cutoff))
-            )
-        return int(result.rowcount or 0)
-
-    def failing_count(self) -> int:
+            session.execute(delete(DeliveryRow).where(and_(DeliveryRow.delivered.is_(True), DeliveryRow.delivered_at < cutoff)))
         with self.database.read() as session:
-            count = len(list(session.scalars(select(SubscriptionRow.id).where(SubscriptionRow.state == "FAILING"))))
-        FAILING.set(count)
-        return count
+            failing = session.scalar(select(func.count()).select_from(SubscriptionRow).where(SubscriptionRow.state == "FAILING"))
+        FAILING.set(int(failing or 0))
+        live = set(self._active) | self._ready
+        for sid in [sid for sid, queue in self._queues.items() if not queue and sid not in live]:
+            self._queues.pop(sid, None)
+            self._signals.pop(sid, None)

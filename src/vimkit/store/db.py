@@ -7,6 +7,7 @@ PostgreSQL uses READ COMMITTED plus explicit row locks where a decision depends 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -52,10 +53,16 @@ class Database:
         if self.dialect == "sqlite":
             database = parsed.database
             if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                path = Path(database)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if not path.exists():
+                    # Holds consumers' hashes and callback credentials: owner-only from the start
+                    # (SQLite gives its -wal/-shm files the database file's permissions).
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
             self.engine = create_engine(
                 url,
                 echo=echo,
+                hide_parameters=True,
                 json_serializer=_json_dumps,
                 json_deserializer=orjson.loads,
                 connect_args={"check_same_thread": False, "timeout": 30},
@@ -67,6 +74,7 @@ class Database:
             self.engine = create_engine(
                 url,
                 echo=echo,
+                hide_parameters=True,
                 json_serializer=_json_dumps,
                 json_deserializer=orjson.loads,
                 pool_size=16,
