@@ -19,7 +19,7 @@ from vimkit.api.json import FastJSONResponse
 from vimkit.api.middleware import ConventionsMiddleware
 from vimkit.api.problems import PROBLEM_RESPONSES, ProblemDetails, install_problem_handlers
 from vimkit.api.ratelimit import RateLimiter, RateLimitHeadersMiddleware
-from vimkit.api.routes import admin, compute, health, oauth, subscriptions, versions
+from vimkit.api.routes import admin, admin_infra, compute, compute_info, health, oauth, subscriptions, versions
 from vimkit.api.routing import VimRoute
 from vimkit.auth.external import ExternalIssuer
 from vimkit.auth.keys import KeyStore
@@ -29,7 +29,10 @@ from vimkit.config import Settings
 from vimkit.domain.audit import AuditLog
 from vimkit.domain.consumers import ConsumerService, NewConsumer
 from vimkit.domain.flavours import FlavourService
+from vimkit.domain.infrastructure import InfrastructureService, build_driver
+from vimkit.infra import load_inventory
 from vimkit.logging import configure_logging
+from vimkit.placement import PlacementConfig, Strategy
 from vimkit.notify.callbacks import AddressPolicy, TokenCache
 from vimkit.notify.dispatcher import Dispatcher, DispatchSettings
 from vimkit.notify.filters import NOTIFICATION_TYPES
@@ -54,6 +57,7 @@ class Services:
     rate_limiter: RateLimiter = field(default_factory=RateLimiter.disabled)
     audit: AuditLog | None = field(default=None)
     subscriptions: SubscriptionService | None = field(default=None)
+    infrastructure: InfrastructureService | None = field(default=None)
     dispatcher: Dispatcher | None = field(default=None)
 
     def close(self) -> None:
@@ -97,6 +101,12 @@ def build_services(settings: Settings) -> Services:
     services.dispatcher = Dispatcher(
         database, box, dispatch_settings(settings), replica_id(settings), tokens=callback_tokens
     )
+    inventory = load_inventory(settings.inventory_file)
+    strategy = Strategy.PACK if settings.placement_strategy == "pack" else Strategy.SPREAD
+    services.infrastructure = InfrastructureService(
+        database, inventory, build_driver(inventory, settings), settings.vim_id, PlacementConfig(strategy=strategy)
+    )
+    services.infrastructure.load()
     if settings.seed_flavours:
         flavours.seed_defaults()
     return services
@@ -174,14 +184,18 @@ def replica_id(settings: Settings) -> str:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    dispatcher = app.state.services.dispatcher
-    if dispatcher is not None:
-        await dispatcher.start()
+    services = app.state.services
+    if services.infrastructure is not None:
+        await services.infrastructure.start()
+    if services.dispatcher is not None:
+        await services.dispatcher.start()
     try:
         yield
     finally:
-        if dispatcher is not None:
-            await dispatcher.stop()
+        if services.dispatcher is not None:
+            await services.dispatcher.stop()
+        if services.infrastructure is not None:
+            await services.infrastructure.stop()
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
@@ -203,7 +217,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.add_middleware(RateLimitHeadersMiddleware)
     if services.audit is not None and services.audit.enabled:
         app.add_middleware(AuditMiddleware, audit=services.audit)  # outermost: sees every answer
-    routers = [health.router, oauth.router, versions.build_router(), compute.router, admin.router]
+    routers = [health.router, oauth.router, versions.build_router(), compute.router, admin.router,
+               admin_infra.router, compute_info.router]
     routers += [subscriptions.build_router(api) for api in NOTIFICATION_TYPES]
     for router in routers:
         app.include_router(router)

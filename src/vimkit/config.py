@@ -91,6 +91,18 @@ class Settings(BaseSettings):
             raise ValueError("tls_client_ca needs tls_cert and tls_key")
         return self
 
+    # --- infrastructure (docs/infrastructure.md) ---
+    inventory_file: Path | None = Field(
+        None, description="TOML inventory of zones, hosts, storage pools and provider networks."
+    )
+    placement_strategy: Literal["spread", "pack"] = Field(
+        "spread", description="spread: most free host first; pack: fullest host that fits."
+    )
+    sim_seed: int = Field(0, description="Seed of the simulated infrastructure (latencies, workloads).")
+    sim_latency_scale: float = Field(
+        1.0, ge=0, le=100, description="Multiplies the simulated operation latencies; 0 disables them."
+    )
+
     # --- notifications (docs/notifications.md) ---
     public_url: str | None = Field(
         None, description="Base URL the VIM is reached at, used in _links; default http://host:port."

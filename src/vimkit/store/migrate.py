@@ -24,7 +24,7 @@ def upgrade(database: Database) -> None:
     config = _config()
     with database.engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, "heads")
 
 
 def is_current(database: Database) -> bool:

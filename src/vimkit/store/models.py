@@ -190,3 +190,44 @@ class DeliveryRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     committed_at_ns: Mapped[int] = mapped_column(BigInteger, nullable=False)
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class HostStateRow(Base):
+    """Operator changes to an inventory host (the inventory file itself is not rewritten)."""
+
+    __tablename__ = "host_states"
+
+    host_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    admin_state: Mapped[str] = mapped_column(String(16), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class PlacementClaimRow(Base):
+    """A placement claim (compute on a host, volume in a pool), persisted with its resource.
+
+    Written in the same transaction as the resource, so that a restart rebuilds exactly the
+    capacity that is in use (``PlacementState.load``).
+    """
+
+    __tablename__ = "placement_claims"
+
+    resource_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False, index=True)  # "compute" | "storage"
+    claim: Mapped[dict[str, Any]] = mapped_column(JsonDocument, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class FaultRow(Base):
+    """A fault injected through the admin API (simulated infrastructure only)."""
+
+    __tablename__ = "injected_faults"
+
+    seq: Mapped[int] = mapped_column(SeqInteger, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    target_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    params: Mapped[dict[str, Any]] = mapped_column(JsonDocument, nullable=False)
+    driver_fault_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    repaired_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
 from starlette.types import Receive, Scope, Send
 
 from vimkit.api.auth import require_scope
@@ -32,6 +32,16 @@ router = APIRouter(
     dependencies=[Depends(require_scope(ADMIN_SCOPE))],
     responses={code: PROBLEM_RESPONSES[code] for code in (400, 401, 403, 404, 406, 409, 413, 422, 429)},
 )
+
+
+def _rfc3339_only(value: object) -> object:
+    """pydantic would also take a bare number as a Unix time; the documented format is RFC 3339."""
+    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("must be an RFC 3339 date-time, e.g. 2026-11-25T10:00:00Z")
+    return value
+
+
+Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339_only)]
 
 
 class ConsumerCreate(RequestModel):
@@ -178,7 +188,7 @@ def _audit_record(row: AuditRow) -> dict[str, Any]:
 async def list_audit(
     request: Request,
     consumerId: str | None = Query(None, max_length=64, description="Only calls by this consumer."),
-    since: datetime | None = Query(None, description="Only calls at or after this time (RFC 3339)."),
+    since: Rfc3339 | None = Query(None, description="Only calls at or after this time (RFC 3339)."),
     nextpage_opaque_marker: str | None = Query(None, description="Marker from the previous page's Link header."),
 ) -> Response:
     services = request.app.state.services
