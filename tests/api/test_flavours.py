@@ -152,6 +152,9 @@ def test_attribute_selectors(vim: RunningServer) -> None:
         assert response.status_code == 200, response.text
         (item,) = response.json()
         assert "metadata" not in item and "storageAttributes" not in item and item["flavourId"] == "sel"
+        assert item["_links"]["self"]["href"].endswith("/flavours/sel")
+        only = api.get("/compute/v1/flavours", params={"filter": "(eq,flavourId,sel)", "fields": "metadata"}).json()[0]
+        assert only["metadata"] == {"a": "b"} and "storageAttributes" not in only and only["_links"]
         assert item["virtualCpu"]["numVirtualCpu"] == 2
         mandatory = api.get("/compute/v1/flavours", params={"exclude_fields": "virtualCpu"})
         assert_problem(mandatory, 400, "exclude_fields")

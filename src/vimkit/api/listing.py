@@ -119,7 +119,10 @@ def page_response(
     for document in documents:
         if decorate is not None:
             document = decorate(document)
-        body.append(selector.apply(document, default_excluded))
+        selected = selector.apply(document, default_excluded)
+        if "_links" in document:
+            selected["_links"] = document["_links"]  # SOL 013: links are never selected away
+        body.append(selected)
     headers = {}
     if next_marker is not None:
         next_url = request.url.include_query_params(nextpage_opaque_marker=next_marker)

@@ -79,7 +79,7 @@ def serve(
             soft_wrap=True,  # a command to copy must not be broken across lines
         )
     out.print(f"vimkit listening on {scheme}://{settings.host}:{settings.port} (driver {settings.driver}, "
-              f"database {services.database.dialect}); API docs at /docs", highlight=False)
+              f"database {services.database.dialect}); API docs at /docs", highlight=False, soft_wrap=True)
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning", access_log=False, **tls)
 
 

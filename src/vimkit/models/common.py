@@ -8,13 +8,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    Strict,
+    StringConstraints,
+)
 
 # Request numbers and booleans are strict: JSON `false` is not a number and `"1"` is not an
 # integer. (Model-wide strict mode would also refuse enum values, which FastAPI validates from
 # already-parsed JSON.)
 StrictInt = Annotated[int, Strict()]
-StrictNumber = Annotated[float, Strict()]
+# Whole numbers are written back as JSON integers (8192, not 8192.0).
+StrictNumber = Annotated[
+    float, Strict(), PlainSerializer(lambda value: int(value) if float(value).is_integer() else value)
+]
 StrictBool = Annotated[bool, Strict()]
 
 Identifier = Annotated[
