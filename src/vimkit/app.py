@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -19,7 +20,17 @@ from vimkit.api.json import FastJSONResponse
 from vimkit.api.middleware import ConventionsMiddleware
 from vimkit.api.problems import PROBLEM_RESPONSES, ProblemDetails, install_problem_handlers
 from vimkit.api.ratelimit import RateLimiter, RateLimitHeadersMiddleware
-from vimkit.api.routes import admin, admin_infra, compute, compute_info, health, oauth, subscriptions, versions
+from vimkit.api.routes import (
+    admin,
+    admin_infra,
+    compute,
+    compute_info,
+    faults,
+    health,
+    oauth,
+    subscriptions,
+    versions,
+)
 from vimkit.api.routing import VimRoute
 from vimkit.auth.external import ExternalIssuer
 from vimkit.auth.keys import KeyStore
@@ -29,6 +40,7 @@ from vimkit.config import Settings
 from vimkit.domain.audit import AuditLog
 from vimkit.domain.consumers import ConsumerService, NewConsumer
 from vimkit.domain.flavours import FlavourService
+from vimkit.domain.alarms import AlarmService, host_faults
 from vimkit.domain.infrastructure import InfrastructureService, build_driver
 from vimkit.infra import load_inventory
 from vimkit.logging import configure_logging
@@ -58,6 +70,7 @@ class Services:
     audit: AuditLog | None = field(default=None)
     subscriptions: SubscriptionService | None = field(default=None)
     infrastructure: InfrastructureService | None = field(default=None)
+    alarms: AlarmService | None = field(default=None)
     dispatcher: Dispatcher | None = field(default=None)
 
     def close(self) -> None:
@@ -107,6 +120,12 @@ def build_services(settings: Settings) -> Services:
         database, inventory, build_driver(inventory, settings), settings.vim_id, PlacementConfig(strategy=strategy)
     )
     services.infrastructure.load()
+    services.alarms = AlarmService(
+        database, settings.vim_id, dispatch_settings(settings).base_url, settings.alarm_capacity_threshold,
+        timedelta(hours=settings.alarm_retention_hours),
+    )
+    services.infrastructure.add_event_listener(services.alarms.handle_event)
+    services.dispatcher.alarms = services.alarms
     if settings.seed_flavours:
         flavours.seed_defaults()
     return services
@@ -185,13 +204,23 @@ def replica_id(settings: Settings) -> str:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     services = app.state.services
+    alarm_checks: asyncio.Task[None] | None = None
     if services.infrastructure is not None:
         await services.infrastructure.start()
+        if services.alarms is not None:
+            faults = host_faults(services.infrastructure.driver.faults())
+            await asyncio.to_thread(services.alarms.rebuild, faults)
+            alarm_checks = asyncio.create_task(
+                services.alarms.run(services.infrastructure, services.settings.alarm_check_interval)
+            )
     if services.dispatcher is not None:
         await services.dispatcher.start()
     try:
         yield
     finally:
+        if alarm_checks is not None:
+            alarm_checks.cancel()
+            await asyncio.gather(alarm_checks, return_exceptions=True)
         if services.dispatcher is not None:
             await services.dispatcher.stop()
         if services.infrastructure is not None:
@@ -218,7 +247,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     if services.audit is not None and services.audit.enabled:
         app.add_middleware(AuditMiddleware, audit=services.audit)  # outermost: sees every answer
     routers = [health.router, oauth.router, versions.build_router(), compute.router, admin.router,
-               admin_infra.router, compute_info.router]
+               admin_infra.router, compute_info.router, faults.router]
     routers += [subscriptions.build_router(api) for api in NOTIFICATION_TYPES]
     for router in routers:
         app.include_router(router)

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
         1.0, ge=0, le=100, description="Multiplies the simulated operation latencies; 0 disables them."
     )
 
+    # --- fault management (docs/faults.md) ---
+    alarm_capacity_threshold: float = Field(
+        0.9, gt=0, le=1, description="A zone or pool allocated at or above this share raises an alarm."
+    )
+    alarm_retention_hours: float = Field(24.0, ge=0, description="How long cleared alarms stay queryable.")
+    alarm_check_interval: float = Field(5.0, gt=0, le=3600, description="Seconds between the VIM's own checks.")
+
     # --- notifications (docs/notifications.md) ---
     public_url: str | None = Field(
         None, description="Base URL the VIM is reached at, used in _links; default http://host:port."

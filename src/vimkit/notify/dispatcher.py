@@ -118,6 +118,8 @@ class Dispatcher:
         self._token_client: httpx.AsyncClient | None = None
         self._stopping = False
         self._last_renew = time.monotonic()
+        # The alarm engine, when fault management is wired: a FAILING subscription is an alarm.
+        self.alarms: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -392,6 +394,14 @@ class Dispatcher:
                 session.execute(
                     update(DeliveryRow).where(DeliveryRow.seq.in_(acks.rows)).values(delivered=True, delivered_at=now)
                 )
+            if acks.by_subscription and self.alarms is not None:
+                recovered = session.scalars(
+                    select(SubscriptionRow.id).where(
+                        SubscriptionRow.id.in_(list(acks.by_subscription)), SubscriptionRow.state == "FAILING"
+                    )
+                ).all()
+                for subscription_id in recovered:
+                    self.alarms.subscription_recovered(session, subscription_id)
             if acks.by_subscription:
                 session.execute(
                     update(SubscriptionRow)
@@ -430,6 +440,8 @@ class Dispatcher:
             if (now - failing_since).total_seconds() >= self.settings.give_up_after and subscription.state != "FAILING":
                 log.warning("subscription %s is FAILING: %s", subscription_id, reason)
                 subscription.state = "FAILING"
+                if self.alarms is not None:
+                    self.alarms.subscription_failing(session, subscription_id, subscription.resource_group_id, reason)
             subscription.consecutive_failures = failures
             subscription.last_error = reason[:1024]
             subscription.last_error_at = now

@@ -3,6 +3,7 @@
 from alembic import context
 
 from vimkit.store.models import Base
+import vimkit.store.alarm_tables  # noqa: F401  (alarms, for autogenerate)
 
 connection = context.config.attributes["connection"]
 context.configure(
