@@ -207,7 +207,7 @@ class Dispatcher:
                     continue
                 chosen = candidates[:room]
                 self._ready.difference_update(chosen)
-                for target in await asyncio.to_thread(self._claim, chosen):
+                for target in await asyncio.to_thread(self._claim, sorted(chosen)):
                     task = asyncio.create_task(self._serve(target))
                     self._active[target.subscription_id] = task
                     task.add_done_callback(lambda _t, sid=target.subscription_id: self._finished(sid))
@@ -308,7 +308,7 @@ class Dispatcher:
                     continue
                 failure = await self._post(target, item)
                 if failure is not None:
-                    await asyncio.to_thread(self._record_failure, self._take_acks(), sid, item.row_id, failure)
+                    await self._failed(sid, item.row_id, failure)
                     return
                 self._queues[sid].popleft()
                 target.next_sequence = item.sequence + 1
@@ -321,7 +321,15 @@ class Dispatcher:
             raise
         except Exception:
             log.exception("delivery to subscription %s failed unexpectedly", sid)
-            await asyncio.to_thread(self._record_failure, self._take_acks(), sid, None, "internal delivery error")
+            await self._failed(sid, None, "internal delivery error")
+
+    async def _failed(self, subscription_id: str, row_id: int | None, reason: str) -> None:
+        acks = self._take_acks()
+        try:
+            await asyncio.to_thread(self._record_failure, acks, subscription_id, row_id, reason)
+        except Exception:
+            self._return_acks(acks)
+            log.warning("recording a delivery failure failed; the lease will expire", exc_info=True)
 
     def _next_from_memory(self, target: _Target) -> Pending | None:
         queue = self._queues.get(target.subscription_id)
@@ -371,15 +379,26 @@ class Dispatcher:
     async def _flush_loop(self) -> None:
         while not self._stopping:
             await asyncio.sleep(_FLUSH_INTERVAL)
+            acks = self._take_acks()
             try:
-                await asyncio.to_thread(self._flush, self._take_acks(), False, frozenset(self._active))
+                await asyncio.to_thread(self._flush, acks, False, frozenset(self._active))
             except Exception:
-                log.exception("recording acknowledged notifications failed; retrying")
+                # e.g. a deadlock victim on PostgreSQL: keep the acknowledgements for the next try,
+                # or they would be re-sent as duplicates.
+                self._return_acks(acks)
+                log.warning("recording acknowledged notifications failed; retrying", exc_info=True)
 
     def _take_acks(self) -> _Acks:
         """Called on the event loop, which is the only writer of ``self._acks``."""
         acks, self._acks = self._acks, _Acks()
         return acks
+
+    def _return_acks(self, acks: _Acks) -> None:
+        """Put back acknowledgements a failed transaction did not record (event loop only)."""
+        self._acks.rows.extend(acks.rows)
+        for subscription_id, api in acks.by_subscription.items():
+            self._acks.by_subscription.setdefault(subscription_id, api)
+        self._acks.released |= acks.released
 
     def _flush(self, acks: _Acks, final: bool, active: frozenset[str] = frozenset()) -> None:
         """Record acknowledgements, release finished leases and renew the others, in one go."""
@@ -405,7 +424,7 @@ class Dispatcher:
             if acks.by_subscription:
                 session.execute(
                     update(SubscriptionRow)
-                    .where(SubscriptionRow.id.in_(list(acks.by_subscription)))
+                    .where(SubscriptionRow.id.in_(sorted(acks.by_subscription)))
                     .values(last_success_at=now, consecutive_failures=0, failing_since=None, state="ACTIVE",
                             next_attempt_at=None)
                 )

@@ -98,7 +98,8 @@ def fan_out_once(database: Database, base_url: str) -> tuple[dict[str, list[Pend
                 produced.setdefault(str(row["subscription_id"]), []).append(
                     Pending(int(row_id), int(row["sequence"]), row["body"], now_ns)  # type: ignore[arg-type]
                 )
-            touched = [{"sid": sid, "nxt": next_sequence[sid]} for sid in produced]
+            # Sorted, so that concurrent writers lock subscription rows in one order (no deadlock).
+            touched = [{"sid": sid, "nxt": next_sequence[sid]} for sid in sorted(produced)]
             table = SubscriptionRow.__table__
             session.execute(
                 update(table).where(table.c.id == bindparam("sid")).values(next_sequence=bindparam("nxt")),

@@ -201,6 +201,26 @@ class SubscriptionService:
             raise not_found("subscription", subscription_id)
         return row
 
+    def get_with_pending(self, principal: Principal, api: str, subscription_id: str) -> tuple[SubscriptionRow, int]:
+        """The subscription and its pending count read by one statement, so that the delivery
+        status never mixes two moments (e.g. nothing pending but the failures not yet reset)."""
+        pending = (
+            select(func.count())
+            .where(DeliveryRow.subscription_id == SubscriptionRow.id, DeliveryRow.delivered.is_(False))
+            .correlate(SubscriptionRow)
+            .scalar_subquery()
+        )
+        visibility = visibility_of(principal)
+        with self.database.read() as session:
+            found = session.execute(
+                select(SubscriptionRow, pending).where(
+                    SubscriptionRow.id == subscription_id, SubscriptionRow.api == api, visibility.clause(SubscriptionRow)
+                )
+            ).first()
+        if found is None:
+            raise not_found("subscription", subscription_id)
+        return found[0], int(found[1] or 0)
+
     def list(
         self, principal: Principal, api: str, page: PageRequest, where: ColumnElement[bool] | None
     ) -> Page[SubscriptionRow]:

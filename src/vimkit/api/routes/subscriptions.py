@@ -80,10 +80,9 @@ def build_router(api: str) -> APIRouter:
         request: Request, subscriptionId: str = SubscriptionIdPath, principal: Principal = Depends(current_principal)
     ) -> Response:
         service = request.app.state.services.subscriptions
-        row = await run_in_threadpool(service.get, principal, api, subscriptionId)
-        pending = await run_in_threadpool(service.pending_counts, [row.id])
+        row, pending = await run_in_threadpool(service.get_with_pending, principal, api, subscriptionId)
         return Response(
-            dumps(render(request, row, pending.get(row.id, 0))), media_type="application/json", headers={"ETag": etag_of(row)}
+            dumps(render(request, row, pending)), media_type="application/json", headers={"ETag": etag_of(row)}
         )
 
     @router.delete(
