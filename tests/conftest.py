@@ -261,3 +261,71 @@ def forge_token(vim: RunningServer, *, key: object = None, kid: str | None = Non
     body = {name: value for name, value in body.items() if value is not None}
     return jwt.encode(body, key if key is not None else current.private_pem, algorithm=alg,
                       headers={"kid": kid if kid is not None else current.kid})
+
+
+# --- storage helpers (tests/api/test_storage*.py) ---
+
+STORAGE_INVENTORY = """\
+[[nfviPops]]
+nfviPopId = "pop-1"
+
+[[zones]]
+zoneId = "zone-a"
+zoneName = "Zone A"
+nfviPopId = "pop-1"
+
+[[zones]]
+zoneId = "zone-b"
+zoneName = "Zone B"
+nfviPopId = "pop-1"
+
+[[hosts]]
+hostId = "host-a1"
+zoneId = "zone-a"
+vcpus = 16
+memoryMb = 65536
+diskGb = 500
+
+[[hosts]]
+hostId = "host-b1"
+zoneId = "zone-b"
+vcpus = 16
+memoryMb = 65536
+diskGb = 500
+
+[[storagePools]]
+poolId = "pool-a1"
+zoneId = "zone-a"
+typeOfStorage = "volume"
+capacityGb = 100
+allocationRatio = 1.5
+
+[[storagePools]]
+poolId = "pool-a2"
+zoneId = "zone-a"
+typeOfStorage = "volume"
+capacityGb = 100
+multiAttach = true
+
+[[storagePools]]
+poolId = "pool-b"
+zoneId = "zone-b"
+typeOfStorage = "volume"
+capacityGb = 100
+rdmaEnabled = true
+
+[[storagePools]]
+poolId = "pool-ssd"
+zoneId = "zone-b"
+typeOfStorage = "ssd"
+capacityGb = 50
+"""
+
+
+def storage_settings(directory: Path) -> dict[str, object]:
+    """Server overrides for storage tests: four small pools (see STORAGE_INVENTORY), no latency."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "storage-inventory.toml"
+    path.write_text(STORAGE_INVENTORY)
+    return {"inventory_file": path, "sim_latency_scale": 0.0, "notify_backoff_base": 0.05,
+            "notify_backoff_cap": 0.3, "notify_poll_interval": 0.1}

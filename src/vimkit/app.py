@@ -31,6 +31,8 @@ from vimkit.api.routes import (
     subscriptions,
     versions,
 )
+from vimkit.api.routes import storage, storage_info
+from vimkit.api.routes import network, network_info
 from vimkit.api.routing import VimRoute
 from vimkit.auth.external import ExternalIssuer
 from vimkit.auth.keys import KeyStore
@@ -42,6 +44,8 @@ from vimkit.domain.consumers import ConsumerService, NewConsumer
 from vimkit.domain.flavours import FlavourService
 from vimkit.domain.alarms import AlarmService, host_faults
 from vimkit.domain.infrastructure import InfrastructureService, build_driver
+from vimkit.domain.storage import StorageService
+from vimkit.domain.network import NetworkService
 from vimkit.infra import load_inventory
 from vimkit.logging import configure_logging
 from vimkit.placement import PlacementConfig, Strategy
@@ -71,6 +75,8 @@ class Services:
     subscriptions: SubscriptionService | None = field(default=None)
     infrastructure: InfrastructureService | None = field(default=None)
     alarms: AlarmService | None = field(default=None)
+    storage: StorageService | None = field(default=None)
+    network: NetworkService | None = field(default=None)
     dispatcher: Dispatcher | None = field(default=None)
 
     def close(self) -> None:
@@ -126,6 +132,9 @@ def build_services(settings: Settings) -> Services:
     )
     services.infrastructure.add_event_listener(services.alarms.handle_event)
     services.dispatcher.alarms = services.alarms
+    services.storage = StorageService(database, services.infrastructure, settings.vim_id)
+    services.alarms.group_resolvers["VirtualStorage"] = services.storage.group_of
+    services.network = NetworkService(database, services.infrastructure)
     if settings.seed_flavours:
         flavours.seed_defaults()
     return services
@@ -248,6 +257,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.add_middleware(AuditMiddleware, audit=services.audit)  # outermost: sees every answer
     routers = [health.router, oauth.router, versions.build_router(), compute.router, admin.router,
                admin_infra.router, compute_info.router, faults.router]
+    routers += [storage.router, storage_info.router]
+    routers += [network.router, network_info.router]
     routers += [subscriptions.build_router(api) for api in NOTIFICATION_TYPES]
     for router in routers:
         app.include_router(router)

@@ -145,3 +145,30 @@ def test_failing_subscription_raises_and_clears_an_alarm(tmp_path: Path, databas
     finally:
         broken.stop()
         server.stop()
+
+
+def test_storage_failure_raises_an_alarm_for_the_volume_owner(tmp_path: Path, database_url: str) -> None:
+    server = start_server(tmp_path / "data", database_url, sim_latency_scale=0, **FAST)
+    try:
+        owner, stranger = server.new_consumer("owner"), server.new_consumer("stranger")
+        with owner.client() as api:
+            created = api.post("/storage/v1/storages", json={
+                "storageName": "data", "storageData": {"typeOfStorage": "volume", "sizeOfStorage": 1}})
+            assert created.status_code == 201, created.text
+            volume_id = created.json()["storageId"]
+        with server.client() as admin:
+            fault = admin.post("/admin/v1/faults", json={"kind": "STORAGE_FAILURE", "targetId": volume_id})
+            assert fault.status_code == 201, fault.text
+        with owner.client() as api:
+            (alarm,) = _wait(api, {"filter": f"(eq,managedObjectId,{volume_id})"}, 1)
+            assert alarm["probableCause"] == "storageFailure" and alarm["managedObjectType"] == "VirtualStorage"
+            assert alarm["perceivedSeverity"] == "MAJOR"
+        with stranger.client() as api:
+            assert api.get("/faults/v1/alarms").json() == []
+        with server.client() as admin:
+            assert admin.delete(f"/admin/v1/faults/{fault.json()['id']}").status_code == 204
+        with owner.client() as api:
+            cleared = _wait(api, {"filter": f"(eq,managedObjectId,{volume_id});(eq,perceivedSeverity,CLEARED)"}, 1)
+            assert cleared and cleared[0]["alarmId"] == alarm["alarmId"]
+    finally:
+        server.stop()

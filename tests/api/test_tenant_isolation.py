@@ -57,8 +57,57 @@ def _private_flavour(client: httpx.Client) -> str:
     return flavour_id
 
 
+def _volume(client: httpx.Client) -> str:
+    response = client.post("/storage/v1/storages", json={
+        "storageName": "tenant-volume", "storageData": {"typeOfStorage": "volume", "sizeOfStorage": 1},
+    })
+    assert response.status_code == 201, response.text
+    return response.json()["storageId"]
+
+
+def _network(client: httpx.Client) -> str:
+    response = client.post("/network/v1/networks", json={"networkResourceName": "tenant-net"})
+    assert response.status_code == 201, response.text
+    return response.json()["networkResourceId"]
+
+
+def _subnet(client: httpx.Client) -> str:
+    response = client.post("/network/v1/subnets", json={
+        "networkId": _network(client), "ipVersion": "IPv4", "cidr": "10.77.0.0/24"})
+    assert response.status_code == 201, response.text
+    return response.json()["resourceId"]
+
+
+def _port(client: httpx.Client) -> str:
+    response = client.post("/network/v1/ports", json={"networkId": _network(client)})
+    assert response.status_code == 201, response.text
+    return response.json()["resourceId"]
+
+
+def _network_affinity_group(client: httpx.Client) -> str:
+    response = client.post("/network/v1/affinity_groups", json={"groupName": "g", "type": "AFFINITY"})
+    assert response.status_code == 201, response.text
+    return response.json()["groupId"]
+
+
 RESOURCES: list[TenantResource] = [
     TenantResource("private compute flavour", "/compute/v1/flavours", "flavourId", _private_flavour),
+    TenantResource(
+        "volume", "/storage/v1/storages", "storageId", _volume,
+        changes=(Call("PATCH", "", {"storageName": "stolen", "metadata": {"k": "v"}}),),
+        operations=(
+            Call("POST", "/operate", {"storageOperation": "CREATE_SNAPSHOT"}),
+            Call("POST", "/scale", {"sizeOfStorage": 2}),
+            Call("POST", "/migrate", {}),
+        ),
+    ),
+    TenantResource("private network", "/network/v1/networks", "networkResourceId", _network,
+                   changes=(Call("PATCH", "", {"networkResourceName": "stolen", "metadata": {"k": "v"}}),)),
+    TenantResource("subnet", "/network/v1/subnets", "resourceId", _subnet,
+                   changes=(Call("PATCH", "", {"isDhcpEnabled": False}),)),
+    TenantResource("port", "/network/v1/ports", "resourceId", _port,
+                   changes=(Call("PATCH", "", {"bandwidth": 1, "metadata": {"k": "v"}}),)),
+    TenantResource("network affinity group", "/network/v1/affinity_groups", "groupId", _network_affinity_group),
     # Later issues: computes (changes=PATCH, operations=operate/scale/migrate, subscribe=…),
     # networks, subnets, ports, storages, affinity groups, subscriptions, PM jobs, thresholds …
 ]

@@ -58,7 +58,9 @@ class AlarmService:
         self.base_url = base_url
         self.capacity_threshold = capacity_threshold
         self.retention = retention
-        self._task: asyncio.Task[None] | None = None
+        # object type -> resource group of an object id: alarms about a consumer's resources
+        # belong to its group (registered by the services that own those resources).
+        self.group_resolvers: dict[str, Any] = {}
 
     # -- raising and clearing (inside the caller's transaction) -----------------------------
     def raise_alarm(
@@ -187,6 +189,24 @@ class AlarmService:
             await asyncio.to_thread(self._host_down, event.object_id, event.timestamp)
         elif event.kind is EventKind.HOST_UP:
             await asyncio.to_thread(self._clear, event.object_id, "hostUnreachable")
+        elif event.kind is EventKind.VOLUME_FAILED:
+            await asyncio.to_thread(self._volume_failed, event)
+        elif event.kind is EventKind.VOLUME_RECOVERED:
+            await asyncio.to_thread(self._clear, event.object_id, "storageFailure")
+
+    def _volume_failed(self, event: DriverEvent) -> None:
+        """A failed volume belongs to its consumer; a failed pool is the operator's."""
+        object_type = getattr(event.object_type, "value", str(event.object_type))
+        resolver = self.group_resolvers.get(object_type)
+        group = (resolver(event.object_id) if resolver else None) or OPERATOR_GROUP
+        with self.database.write() as session:
+            self.raise_alarm(
+                session, managed_object_id=event.object_id, managed_object_type=object_type,
+                probable_cause="storageFailure", severity="CRITICAL" if object_type == "StoragePool" else "MAJOR",
+                event_type="EQUIPMENT_ALARM", fault_type="STORAGE_FAILURE", resource_group_id=group,
+                details=[str(event.details.get("reason") or "storage failure")], event_time=event.timestamp,
+                is_root_cause=object_type == "StoragePool",
+            )
 
     def _host_down(self, host_id: str, when: datetime | None = None) -> None:
         with self.database.write() as session:
