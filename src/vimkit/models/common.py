@@ -6,6 +6,7 @@ same model serves validation, the OpenAPI document, the filter schema and the SD
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Any
 
 from pydantic import (
@@ -73,3 +74,23 @@ class ResponseModel(BaseModel):
 
 class Link(BaseModel):
     href: str
+
+
+class OperationalState(str, Enum):
+    ENABLED = "ENABLED"
+    DISABLED = "DISABLED"
+
+
+class ProvisioningState(str, Enum):
+    """Extension (rest-binding.md §1.5): where the VIM is in realising the resource."""
+
+    ALLOCATING = "ALLOCATING"
+    ALLOCATED = "ALLOCATED"
+    UPDATING = "UPDATING"
+    TERMINATING = "TERMINATING"
+    FAILED = "FAILED"
+
+
+class AffinityType(str, Enum):
+    AFFINITY = "AFFINITY"
+    ANTI_AFFINITY = "ANTI_AFFINITY"

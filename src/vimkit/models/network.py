@@ -14,13 +14,17 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from vimkit.models.common import (
+    AffinityType,
     Identifier,
     Metadata,
+    OperationalState,
+    ProvisioningState,
     RequestModel,
     StrictBool,
     StrictInt,
     StrictNumber,
 )
+
 
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 AddressText = Annotated[str, StringConstraints(min_length=2, max_length=64)]
@@ -36,19 +40,6 @@ class NetworkType(str, Enum):
 class IpVersion(str, Enum):
     IPv4 = "IPv4"
     IPv6 = "IPv6"
-
-
-class OperationalState(str, Enum):
-    ENABLED = "ENABLED"
-    DISABLED = "DISABLED"
-
-
-class ProvisioningState(str, Enum):
-    ALLOCATING = "ALLOCATING"
-    ALLOCATED = "ALLOCATED"
-    UPDATING = "UPDATING"
-    TERMINATING = "TERMINATING"
-    FAILED = "FAILED"
 
 
 class NetworkQoS(RequestModel):
@@ -239,11 +230,6 @@ class VirtualNetworkResourceInformation(BaseModel):
     mtu: int = Field(description="Extension.")
     zoneIds: list[str] = Field(default_factory=list, description="Extension: empty = every zone.")
     segmentationRanges: list[list[int]] = Field(default_factory=list, description="Extension.")
-
-
-class AffinityType(str, Enum):
-    AFFINITY = "AFFINITY"
-    ANTI_AFFINITY = "ANTI_AFFINITY"
 
 
 class NetworkAffinityScope(str, Enum):

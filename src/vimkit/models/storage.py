@@ -11,29 +11,21 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
-from vimkit.models.common import Identifier, Link, Metadata, RequestModel, StrictBool, StrictInt
+from vimkit.models.common import (
+    AffinityType,
+    Identifier,
+    Link,
+    Metadata,
+    OperationalState,
+    ProvisioningState,
+    RequestModel,
+    StrictBool,
+    StrictInt,
+)
 
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 StorageType = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 SizeGb = Annotated[StrictInt, Field(ge=1, le=1_048_576, description="Size in GB (2^30 bytes).")]
-
-
-class ProvisioningState(str, Enum):
-    ALLOCATING = "ALLOCATING"
-    ALLOCATED = "ALLOCATED"
-    UPDATING = "UPDATING"
-    TERMINATING = "TERMINATING"
-    FAILED = "FAILED"
-
-
-class OperationalState(str, Enum):
-    ENABLED = "ENABLED"
-    DISABLED = "DISABLED"
-
-
-class AffinityType(str, Enum):
-    AFFINITY = "AFFINITY"
-    ANTI_AFFINITY = "ANTI_AFFINITY"
 
 
 class AffinityScope(str, Enum):
@@ -108,7 +100,7 @@ class StorageAllocateRequest(RequestModel):
     """Allocate Virtualised Storage Resource (IFA 005 7.5.1.2)."""
 
     storageName: ShortText | None = None
-    reservationId: Identifier | None = Field(None, description="Accepted and recorded; reservations are not implemented.")
+    reservationId: Identifier | None = Field(None, description="Accepted and recorded; vimkit does not manage reservations yet.")
     storageData: VirtualStorageDataIn
     affinityOrAntiAffinityConstraints: list[AffinityOrAntiAffinityConstraint] = Field(
         default_factory=list, max_length=32
