@@ -29,7 +29,15 @@ from vimkit.notify.outbox import emit
 from vimkit.store.alarm_tables import AlarmRow
 from vimkit.store.db import Database
 from vimkit.store.filter_sql import FilterSchema
-from vimkit.store.repository import Page, PageRequest, Visibility, check_if_match, get_document, list_documents, utcnow
+from vimkit.store.repository import (
+    Page,
+    PageRequest,
+    check_if_match,
+    get_document,
+    list_documents,
+    utcnow,
+    visibility_of,
+)
 
 log = logging.getLogger("vimkit.alarms")
 
@@ -148,24 +156,20 @@ class AlarmService:
         return {**row.body, "_links": {"self": {"href": f"{self.base_url}/faults/v1/alarms/{row.id}"}}}
 
     # -- queries ----------------------------------------------------------------------------
-    @staticmethod
-    def visibility(principal: Principal) -> Visibility:
-        return Visibility(principal.resource_group_id, all_groups=principal.is_admin)
-
     def list(self, principal: Principal, page: PageRequest, where: ColumnElement[bool] | None) -> Page[AlarmRow]:
         with self.database.read() as session:
-            return list_documents(session, AlarmRow, self.visibility(principal), page, where)
+            return list_documents(session, AlarmRow, visibility_of(principal), page, where)
 
     def get(self, principal: Principal, alarm_id: str) -> AlarmRow:
         with self.database.read() as session:
-            row = get_document(session, AlarmRow, alarm_id, self.visibility(principal))
+            row = get_document(session, AlarmRow, alarm_id, visibility_of(principal))
         if row is None:
             raise not_found("alarm", alarm_id)
         return row
 
     def acknowledge(self, principal: Principal, alarm_id: str, ack_state: str, if_match: str | None) -> AlarmRow:
         with self.database.write() as session:
-            row = get_document(session, AlarmRow, alarm_id, self.visibility(principal), for_update=True)
+            row = get_document(session, AlarmRow, alarm_id, visibility_of(principal), for_update=True)
             if row is None:
                 raise not_found("alarm", alarm_id)
             check_if_match(if_match, row)

@@ -18,11 +18,11 @@ from vimkit.store.models import FlavourRow
 from vimkit.store.repository import (
     Page,
     PageRequest,
-    Visibility,
     check_if_match,
     get_document,
     list_documents,
     utcnow,
+    visibility_of,
 )
 
 SYSTEM_GROUP = "system"
@@ -32,10 +32,6 @@ FLAVOUR_SCHEMA = FilterSchema.from_model(
     FlavourRow.body,
     columns={"flavourId": FlavourRow.id, "isPublic": FlavourRow.is_public},
 )
-
-
-def visibility_of(principal: Principal) -> Visibility:
-    return Visibility(principal.resource_group_id, all_groups=principal.is_admin)
 
 
 @dataclass(frozen=True)

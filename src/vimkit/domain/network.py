@@ -69,11 +69,11 @@ from vimkit.store.network_tables import (
 from vimkit.store.repository import (
     Page,
     PageRequest,
-    Visibility,
     check_if_match,
     get_document,
     list_documents,
     utcnow,
+    visibility_of,
 )
 
 log = logging.getLogger("vimkit.network")
@@ -99,10 +99,6 @@ AFFINITY_GROUP_SCHEMA = FilterSchema.from_model(
 
 _KIND = {NetworkRow: ("network", "NETWORK"), SubnetRow: ("subnet", "SUBNET"), PortRow: ("port", "PORT"),
          NetworkAffinityGroupRow: ("network affinity group", "GROUP")}
-
-
-def visibility_of(principal: Principal) -> Visibility:
-    return Visibility(principal.resource_group_id, all_groups=principal.is_admin)
 
 
 def _bump(row: DocumentMixin, body: dict[str, Any]) -> None:

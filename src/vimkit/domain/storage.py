@@ -29,6 +29,7 @@ from vimkit.api.problems import ApiError, Cause, conflict, invalid, not_found, p
 from vimkit.auth.principal import Principal
 from vimkit.drivers.base import DriverError, DriverErrorCode, DriverEvent, EventKind, FaultKind, ObjectType
 from vimkit.drivers.specs import VolumeSpec
+from vimkit.domain.infrastructure import driver_error
 from vimkit.models.storage import (
     AffinityOrAntiAffinityConstraint,
     StorageAffinityGroup,
@@ -55,11 +56,11 @@ from vimkit.store.filter_sql import FilterSchema
 from vimkit.store.repository import (
     Page,
     PageRequest,
-    Visibility,
     check_if_match,
     get_document,
     list_documents,
     utcnow,
+    visibility_of,
 )
 from vimkit.store.storage_tables import StorageAffinityGroupRow, StorageRow, StorageSnapshotRow
 
@@ -70,10 +71,6 @@ STORAGE_SCHEMA = FilterSchema.from_model(VirtualStorage, StorageRow.body, column
 AFFINITY_GROUP_SCHEMA = FilterSchema.from_model(
     StorageAffinityGroup, StorageAffinityGroupRow.body, columns={"groupId": StorageAffinityGroupRow.id}
 )
-
-
-def visibility_of(principal: Principal) -> Visibility:
-    return Visibility(principal.resource_group_id, all_groups=principal.is_admin)
 
 
 def placement_error(exc: PlacementError) -> ApiError:
@@ -125,7 +122,7 @@ class StorageService:
         try:
             return await call
         except DriverError as exc:
-            raise _driver_error(exc) from exc
+            raise driver_error(exc) from exc
 
     def _notify(self, session: Session, row: StorageRow, change_type: str) -> None:
         resource_change(
@@ -505,7 +502,7 @@ class StorageService:
             await self.infra.driver.delete_volume_snapshot(snapshot_id)
         except DriverError as exc:
             if exc.code is not DriverErrorCode.NOT_FOUND:
-                raise _driver_error(exc) from exc
+                raise driver_error(exc) from exc
 
         def write() -> StorageRow:
             with self.database.write() as session:
@@ -535,7 +532,7 @@ class StorageService:
                 await self.infra.driver.delete_volume(volume_id)
             except DriverError as exc:
                 if exc.code is not DriverErrorCode.NOT_FOUND:
-                    raise _driver_error(exc) from exc
+                    raise driver_error(exc) from exc
 
             def write() -> StorageRow:
                 with self.database.write() as session:
@@ -621,7 +618,7 @@ class StorageService:
                     await self.infra.driver.detach_volume(volume_id, compute_id)
                 except DriverError as exc:
                     if exc.code is not DriverErrorCode.NOT_FOUND:
-                        raise _driver_error(exc) from exc
+                        raise driver_error(exc) from exc
 
             def change(body: dict[str, Any]) -> dict[str, Any]:
                 body["attachments"] = [a for a in body.get("attachments", []) if a["computeId"] != compute_id]
@@ -760,7 +757,3 @@ class StorageService:
             session.delete(row)
 
 
-def _driver_error(exc: DriverError) -> ApiError:
-    from vimkit.domain.infrastructure import driver_error
-
-    return driver_error(exc)

@@ -24,10 +24,10 @@ from vimkit.store.models import DeliveryRow, SubscriptionRow
 from vimkit.store.repository import (
     Page,
     PageRequest,
-    Visibility,
     get_document,
     list_documents,
     utcnow,
+    visibility_of,
 )
 
 Text255 = Annotated[str, StringConstraints(min_length=1, max_length=255)]
@@ -102,10 +102,6 @@ class Subscription(BaseModel):
 SUBSCRIPTION_SCHEMA = FilterSchema.from_model(
     Subscription, SubscriptionRow.body, columns={"id": SubscriptionRow.id, "callbackUri": SubscriptionRow.callback_uri}
 )
-
-
-def visibility_of(principal: Principal) -> Visibility:
-    return Visibility(principal.resource_group_id, all_groups=principal.is_admin)
 
 
 class SubscriptionService:

@@ -18,6 +18,7 @@ import orjson
 from sqlalchemy import ColumnElement, Select, func, or_, select, true
 from sqlalchemy.orm import Session
 
+from vimkit.auth.principal import Principal
 from vimkit.api.problems import ApiError, Cause, invalid
 from vimkit.store.models import DocumentMixin, FlavourRow
 
@@ -41,6 +42,11 @@ class Visibility:
         if shared is not None:
             return or_(own, shared.is_(True))
         return own
+
+
+def visibility_of(principal: Principal) -> Visibility:
+    """What a caller may see: its own resource group, or every group for an admin."""
+    return Visibility(principal.resource_group_id, all_groups=principal.is_admin)
 
 
 def utcnow() -> datetime:

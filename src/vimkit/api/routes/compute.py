@@ -13,7 +13,6 @@ from vimkit.api.resources import document_response, with_self_link
 from vimkit.api.routing import VimRoute
 from vimkit.auth.principal import Principal
 from vimkit.domain.flavours import FLAVOUR_SCHEMA
-from vimkit.models.common import Identifier
 from vimkit.models.compute import ComputeFlavourCreate, VirtualComputeFlavour
 
 PREFIX = "/compute/v1"
