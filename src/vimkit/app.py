@@ -33,6 +33,7 @@ from vimkit.api.routes import (
 )
 from vimkit.api.routes import storage, storage_info
 from vimkit.api.routes import network, network_info
+from vimkit.api.routes import computes
 from vimkit.api.routing import VimRoute
 from vimkit.auth.external import ExternalIssuer
 from vimkit.auth.keys import KeyStore
@@ -46,6 +47,7 @@ from vimkit.domain.alarms import AlarmService, host_faults
 from vimkit.domain.infrastructure import InfrastructureService, build_driver
 from vimkit.domain.storage import StorageService
 from vimkit.domain.network import NetworkService
+from vimkit.domain.compute import ComputeService
 from vimkit.infra import load_inventory
 from vimkit.logging import configure_logging
 from vimkit.placement import PlacementConfig, Strategy
@@ -77,6 +79,7 @@ class Services:
     alarms: AlarmService | None = field(default=None)
     storage: StorageService | None = field(default=None)
     network: NetworkService | None = field(default=None)
+    compute: ComputeService | None = field(default=None)
     dispatcher: Dispatcher | None = field(default=None)
 
     def close(self) -> None:
@@ -135,6 +138,9 @@ def build_services(settings: Settings) -> Services:
     services.storage = StorageService(database, services.infrastructure, settings.vim_id)
     services.alarms.group_resolvers["VirtualStorage"] = services.storage.group_of
     services.network = NetworkService(database, services.infrastructure)
+    services.compute = ComputeService(database, services.infrastructure, flavours, services.network,
+                                      services.storage, settings.vim_id)
+    services.alarms.group_resolvers["VirtualCompute"] = services.compute.group_of
     if settings.seed_flavours:
         flavours.seed_defaults()
     return services
@@ -222,6 +228,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             alarm_checks = asyncio.create_task(
                 services.alarms.run(services.infrastructure, services.settings.alarm_check_interval)
             )
+    if services.compute is not None:
+        await services.compute.recover()
     if services.dispatcher is not None:
         await services.dispatcher.start()
     try:
@@ -230,6 +238,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if alarm_checks is not None:
             alarm_checks.cancel()
             await asyncio.gather(alarm_checks, return_exceptions=True)
+        if services.compute is not None:
+            await services.compute.stop()
         if services.dispatcher is not None:
             await services.dispatcher.stop()
         if services.infrastructure is not None:
@@ -259,6 +269,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
                admin_infra.router, compute_info.router, faults.router]
     routers += [storage.router, storage_info.router]
     routers += [network.router, network_info.router]
+    routers += [computes.router]
     routers += [subscriptions.build_router(api) for api in NOTIFICATION_TYPES]
     for router in routers:
         app.include_router(router)

@@ -77,6 +77,7 @@ class InfrastructureService:
         self.placement = PlacementState.from_inventory(inventory, placement_config)
         self.storage = StoragePlacementState.from_inventory(inventory, locator=self.placement.locate)
         self._listeners: list[EventListener] = []
+        self._admin_listeners: list[Callable[[str, str], None]] = []
         self._events_task: asyncio.Task[None] | None = None
         self._down_hosts: set[str] = set()
 
@@ -117,6 +118,10 @@ class InfrastructureService:
 
     def add_event_listener(self, listener: EventListener) -> None:
         self._listeners.append(listener)
+
+    def add_admin_listener(self, listener: Callable[[str, str], None]) -> None:
+        """Called (in a worker thread) with ``(host_id, admin_state)`` after an admin state change."""
+        self._admin_listeners.append(listener)
 
     # -- hosts and zones --------------------------------------------------------------------
     def _known_host(self, host_id: str) -> bool:
@@ -169,6 +174,11 @@ class InfrastructureService:
                 row.updated_at = utcnow()
             self.placement.set_admin_state(host_id, state)
             self._announce_capacity(session, self.inventory.host(host_id).zoneId)
+        for listener in list(self._admin_listeners):
+            try:
+                listener(host_id, state)
+            except Exception:
+                log.exception("admin state listener failed for host %s", host_id)
         return self.host_view(host_id)
 
     def zone_views(self) -> list[dict[str, Any]]:

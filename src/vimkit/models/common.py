@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
+    model_validator,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -94,3 +95,54 @@ class ProvisioningState(str, Enum):
 class AffinityType(str, Enum):
     AFFINITY = "AFFINITY"
     ANTI_AFFINITY = "ANTI_AFFINITY"
+
+
+class AffinityScope(str, Enum):
+    NFVI_NODE = "NFVI_NODE"
+    ZONE = "ZONE"
+    NFVI_POP = "NFVI_POP"
+
+
+class Enforcement(str, Enum):
+    HARD = "HARD"
+    SOFT = "SOFT"
+
+
+class AffinityResourceList(RequestModel):
+    resource: list[Identifier] = Field(min_length=1, max_length=256)
+
+
+class AffinityOrAntiAffinityConstraint(RequestModel):
+    """AffinityOrAntiAffinityConstraint (IFA 005 8.4.8.2). For a compute NFVI_NODE is the host; for a
+    volume it is the storage pool (against a compute member: a pool in the compute's zone)."""
+
+    type: AffinityType
+    scope: AffinityScope = AffinityScope.NFVI_NODE
+    affinityOrAntiAffinityResourceList: AffinityResourceList | None = None
+    affinityOrAntiAffinityResourceGroupId: Identifier | None = None
+    enforcement: Enforcement = Field(Enforcement.HARD, description="Extension: SOFT makes the rule best effort.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AffinityOrAntiAffinityConstraint:
+        given = (self.affinityOrAntiAffinityResourceList is not None) + (
+            self.affinityOrAntiAffinityResourceGroupId is not None
+        )
+        if given != 1:
+            raise ValueError(
+                "exactly one of affinityOrAntiAffinityResourceList and "
+                "affinityOrAntiAffinityResourceGroupId is required"
+            )
+        return self
+
+
+class ErrorInfo(BaseModel):
+    """The RFC 9457 problem of a failed resource or operation (extension ``error``)."""
+
+    model_config = {"extra": "allow"}
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    cause: str
+    retryable: bool

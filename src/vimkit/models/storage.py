@@ -9,10 +9,15 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import BaseModel, Field, StringConstraints
 
 from vimkit.models.common import (
+    AffinityOrAntiAffinityConstraint,
+    AffinityResourceList,
+    AffinityScope,
     AffinityType,
+    Enforcement,
+    ErrorInfo,
     Identifier,
     Link,
     Metadata,
@@ -26,44 +31,6 @@ from vimkit.models.common import (
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 StorageType = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 SizeGb = Annotated[StrictInt, Field(ge=1, le=1_048_576, description="Size in GB (2^30 bytes).")]
-
-
-class AffinityScope(str, Enum):
-    NFVI_NODE = "NFVI_NODE"
-    ZONE = "ZONE"
-    NFVI_POP = "NFVI_POP"
-
-
-class Enforcement(str, Enum):
-    HARD = "HARD"
-    SOFT = "SOFT"
-
-
-class AffinityResourceList(RequestModel):
-    resource: list[Identifier] = Field(min_length=1, max_length=256)
-
-
-class AffinityOrAntiAffinityConstraint(RequestModel):
-    """AffinityOrAntiAffinityConstraint (IFA 005 8.4.8.2). For a volume, NFVI_NODE means the same
-    (or another) storage pool; against a compute member it means a pool in the compute's zone."""
-
-    type: AffinityType
-    scope: AffinityScope = AffinityScope.NFVI_NODE
-    affinityOrAntiAffinityResourceList: AffinityResourceList | None = None
-    affinityOrAntiAffinityResourceGroupId: Identifier | None = None
-    enforcement: Enforcement = Field(Enforcement.HARD, description="Extension: SOFT makes the rule best effort.")
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> AffinityOrAntiAffinityConstraint:
-        given = (self.affinityOrAntiAffinityResourceList is not None) + (
-            self.affinityOrAntiAffinityResourceGroupId is not None
-        )
-        if given != 1:
-            raise ValueError(
-                "exactly one of affinityOrAntiAffinityResourceList and "
-                "affinityOrAntiAffinityResourceGroupId is required"
-            )
-        return self
 
 
 class VirtualStorageDataIn(RequestModel):
@@ -173,17 +140,6 @@ class StorageSnapshot(BaseModel):
     sizeOfStorage: int = Field(description="Size of the volume when snapshotted (GB).")
     usedGb: int | None = None
     createdAt: str
-
-
-class ErrorInfo(BaseModel):
-    model_config = {"extra": "allow"}
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    cause: str
-    retryable: bool
 
 
 class StorageLinks(BaseModel):

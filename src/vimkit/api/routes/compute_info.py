@@ -13,6 +13,7 @@ from vimkit.api.problems import PROBLEM_RESPONSES, ApiError, invalid
 from vimkit.api.routes.admin_infra import ZoneView
 from vimkit.api.routing import VimRoute
 from vimkit.auth.principal import Principal
+from vimkit.models.compute import VirtualComputeResourceInformation
 
 router = APIRouter(
     prefix="/compute-info/v1",
@@ -85,6 +86,13 @@ async def capacity(
         view["availableInstances"] = _fits(infra, zoneId, int(body["virtualCpu"]["numVirtualCpu"]),
                                            int(body["virtualMemory"]["virtualMemSize"]), disk)
     return Response(dumps(view), media_type="application/json")
+
+
+@router.get("/resource_types", response_model=list[VirtualComputeResourceInformation],
+            summary="Query Virtualised Compute Resource Information")
+async def resource_types(request: Request, zoneId: str | None = Query(None, max_length=64)) -> Response:
+    types = request.app.state.services.compute.resource_types(zoneId)
+    return Response(dumps(types), media_type="application/json")
 
 
 @router.get("/resource_zones", response_model=list[ZoneView], summary="Query Resource Zone")

@@ -1,0 +1,561 @@
+"""Virtualised compute resources (IFA 005 7.3): allocate, query, terminate, recover (docs/compute.md).
+
+Long-running work follows rest-binding.md §1.5. A request validates everything it can up front
+(flavour, image, groups, networks, ports, volumes), claims capacity atomically in the placement
+engine, and commits the compute as ``ALLOCATING`` with its claim; the answer is ``201`` at once.
+A background task then realises the parts in order — ports created and plugged, the compute
+created by the driver, volumes attached — and commits ``ALLOCATED`` with the ADDED change
+notification. If any step fails, every part done so far is undone in reverse order (volumes
+detached, compute deleted, ports unplugged or deleted, claim released) and the compute ends
+``FAILED`` with a typed ``error`` and a FAILED notification: nothing stays allocated.
+
+Tasks on one compute are serialised: while a compute is ``ALLOCATING``, ``UPDATING`` or
+``TERMINATING`` another task on it is refused with 409, as Nova refuses an action while a
+``task_state`` is set. A task interrupted by a restart is finished by :meth:`recover` at start.
+
+Operate, scale, migrate and update live in :mod:`vimkit.domain.compute_ops`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.orm import Session
+
+from vimkit.api.problems import ApiError, Cause, conflict, invalid, not_found, problem_body
+from vimkit.auth.principal import Principal
+from vimkit.auth.scopes import ADMIN_SCOPE
+from vimkit.domain.compute_ops import ComputeOperations
+from vimkit.domain.compute_support import (
+    BUSY_STATES,
+    NicPlan,
+    ComputeRules,
+    disk_document,
+    driver_error_of,
+    flavour_numbers,
+    now_text,
+    placement_error,
+)
+from vimkit.drivers.base import DriverError, DriverErrorCode, DriverEvent, EventKind, ObjectType
+from vimkit.drivers.specs import ComputeSpec, FixedIp, NicSpec, Segmentation, UserData
+from vimkit.models.compute import ComputeAllocateRequest, VirtualCompute
+from vimkit.models.network import VirtualNetworkPortData
+from vimkit.notify.outbox import resource_change
+from vimkit.placement.model import Claim, PlacementError, PlacementRequest
+from vimkit.store.compute_tables import ComputeRow
+from vimkit.store.db import Database
+from vimkit.store.filter_sql import FilterSchema
+from vimkit.store.network_tables import NetworkRow, PortRow
+from vimkit.store.repository import Page, PageRequest, check_if_match, get_document, list_documents, utcnow, visibility_of
+from vimkit.store.storage_tables import StorageRow
+
+log = logging.getLogger("vimkit.compute")
+
+COMPUTE_SCHEMA = FilterSchema.from_model(
+    VirtualCompute, ComputeRow.body,
+    columns={"computeId": ComputeRow.id, "computeName": ComputeRow.compute_name, "hostId": ComputeRow.host_id,
+             "zoneId": ComputeRow.zone_id, "provisioningState": ComputeRow.state},
+)
+
+
+@dataclass
+class AllocationPlan:
+    """What an allocation will do, decided and validated before anything is claimed."""
+
+    compute_id: str
+    group: str
+    flavour: dict[str, Any]
+    request: PlacementRequest
+    nics: list[NicPlan]
+    storage_ids: list[str]
+    data: ComputeAllocateRequest
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+def system_principal(group: str) -> Principal:
+    """Acts for the VIM itself (recovery, infrastructure events) inside one resource group."""
+    return Principal("vimkit-system", group, frozenset({ADMIN_SCOPE}))
+
+
+class ComputeService(ComputeOperations):
+    def __init__(self, database: Database, infrastructure: Any, flavours: Any, network: Any, storage: Any,
+                 vim_id: str = "vimkit") -> None:
+        self.database = database
+        self.infra = infrastructure
+        self.flavours = flavours
+        self.network = network
+        self.storage = storage
+        self.vim_id = vim_id
+        self.rules = ComputeRules(database, infrastructure)
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        infrastructure.add_event_listener(self.handle_event)
+        infrastructure.add_admin_listener(self.handle_admin_state)
+
+    # ------------------------------------------------------------------ tasks
+
+    def spawn(self, compute_id: str, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(work, name=f"compute-{compute_id}")
+        self._tasks[compute_id] = task
+
+        def done(finished: asyncio.Task[Any]) -> None:
+            if self._tasks.get(compute_id) is finished:
+                del self._tasks[compute_id]
+            if not finished.cancelled() and finished.exception() is not None:
+                error = finished.exception()
+                if not isinstance(error, ApiError):
+                    log.error("compute task %s failed", compute_id, exc_info=error)
+
+        task.add_done_callback(done)
+        return task
+
+    async def stop(self) -> None:
+        """Let running tasks finish for a moment; what is still running is finished by :meth:`recover`."""
+        tasks = list(self._tasks.values())
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=5)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def wait_for(self, task: asyncio.Task[Any], timeout: float) -> bool:
+        """Whether ``task`` finished within ``timeout``; its failure is the caller's to report."""
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        return bool(done)
+
+    # ------------------------------------------------------------------ notifications and rows
+
+    def notify(self, session: Session, row: ComputeRow, change_type: str, body: dict[str, Any] | None = None) -> None:
+        body = body if body is not None else row.body
+        resource_change(session, api="compute", resource_type="COMPUTE", resource_id=row.id, change_type=change_type,
+                        resource_group_id=row.resource_group_id, vim_id=self.vim_id, changed_resource_data=body,
+                        metadata=body.get("metadata") or {})
+
+    @staticmethod
+    def save(row: ComputeRow, body: dict[str, Any]) -> None:
+        row.body = body
+        row.state = body["provisioningState"]
+        row.host_id = body.get("hostId")
+        row.zone_id = body.get("zoneId")
+        row.compute_name = body.get("computeName")
+        row.version += 1
+        row.updated_at = utcnow()
+
+    def load_row(self, session: Session, principal: Principal | None, compute_id: str, *,
+                 for_update: bool = True) -> ComputeRow:
+        if principal is None:
+            query = select(ComputeRow).where(ComputeRow.id == compute_id)
+            row = session.scalar(query.with_for_update() if for_update else query)
+        else:
+            row = get_document(session, ComputeRow, compute_id, visibility_of(principal), for_update=for_update)
+        if row is None:
+            raise not_found("compute", compute_id)
+        return row
+
+    def change(self, principal: Principal | None, compute_id: str, edit: Callable[[dict[str, Any]], dict[str, Any]],
+               change_type: str | None = "MODIFIED", *, if_match: str | None = None,
+               expect: Sequence[str] | None = None, claim: Claim | None = None) -> ComputeRow:
+        """Read-modify-write of one compute in one transaction, with its notification and claim."""
+        with self.database.write() as session:
+            row = self.load_row(session, principal, compute_id)
+            check_if_match(if_match, row)
+            if expect is not None and row.state not in expect:
+                raise conflict(f"compute '{compute_id}' is {row.state}")
+            self.save(row, edit(dict(row.body)))
+            if claim is not None:
+                self.infra.record_claim(session, "compute", compute_id, claim.to_dict())
+            if change_type is not None:
+                self.notify(session, row, change_type)
+        return row
+
+    def get(self, principal: Principal, compute_id: str) -> ComputeRow:
+        with self.database.read() as session:
+            return self.load_row(session, principal, compute_id, for_update=False)
+
+    def list(self, principal: Principal, page: PageRequest, where: ColumnElement[bool] | None) -> Page[ComputeRow]:
+        with self.database.read() as session:
+            return list_documents(session, ComputeRow, visibility_of(principal), page, where)
+
+    def group_of(self, compute_id: str) -> str | None:
+        with self.database.read() as session:
+            return session.scalar(select(ComputeRow.resource_group_id).where(ComputeRow.id == compute_id))
+
+    # ------------------------------------------------------------------ allocate
+
+    def _group_for(self, principal: Principal, requested: str | None) -> str:
+        if requested is None or requested == principal.resource_group_id:
+            return principal.resource_group_id
+        if principal.is_admin:
+            return requested
+        raise ApiError(403, "resourceGroupId must be your own resource group", cause=Cause.FORBIDDEN,
+                       invalid_params=[("resourceGroupId", "not your resource group")])
+
+    def _plan(self, principal: Principal, data: ComputeAllocateRequest) -> AllocationPlan:
+        group = self._group_for(principal, data.resourceGroupId)
+        flavour = self.rules.flavour(self.flavours, principal, data.computeFlavourId, "computeFlavourId")
+        zone_ids, host_id = self.rules.location(data.locationConstraints, "locationConstraints")
+        with self.database.read() as session:
+            if data.vcImageId is not None:
+                self.rules.check_image(session, principal, data.vcImageId)
+            affinity = self.rules.affinity(session, principal, data.affinityOrAntiAffinityConstraints,
+                                           "affinityOrAntiAffinityConstraints")
+            nics = self.rules.nics(session, principal, flavour, data.interfaceData, "interfaceData")
+            self.rules.volumes(session, principal, data.storageIds, "storageIds")
+        vcpus, memory_mb, disk_gb, arch = flavour_numbers(flavour)
+        request = PlacementRequest(vcpus, memory_mb, disk_gb, zone_ids, host_id, arch, frozenset(), affinity, group)
+        return AllocationPlan(str(uuid.uuid4()), group, flavour, request, nics, list(dict.fromkeys(data.storageIds)),
+                              data)
+
+    def _document(self, plan: AllocationPlan, claim: Claim) -> dict[str, Any]:
+        data, flavour = plan.data, plan.flavour
+        body: dict[str, Any] = {
+            "computeId": plan.compute_id,
+            "flavourId": flavour["flavourId"],
+            "accelerationCapability": list(flavour.get("accelerationCapability") or []),
+            "virtualCpu": dict(flavour["virtualCpu"]),
+            "virtualMemory": dict(flavour["virtualMemory"]),
+            "virtualNetworkInterface": [nic.supplied_interface(plan.compute_id) for nic in plan.nics
+                                        if nic.port_id is not None],
+            "virtualDisks": [],
+            "zoneId": claim.zone_id,
+            "hostId": claim.host_id,
+            "operationalState": "DISABLED",
+            "metadata": dict(data.metadata),
+            "resourceGroupId": plan.group,
+            "provisioningState": "ALLOCATING",
+            "runningState": "STARTING",
+            "snapshots": [],
+            "affinityOrAntiAffinityConstraints": [c.model_dump(mode="json", exclude_none=True)
+                                                  for c in data.affinityOrAntiAffinityConstraints],
+            "createdAt": now_text(),
+        }
+        for name in ("computeName", "vcImageId", "reservationId"):
+            if getattr(data, name) is not None:
+                body[name] = getattr(data, name)
+        return body
+
+    async def allocate(self, principal: Principal, data: ComputeAllocateRequest) -> tuple[ComputeRow, asyncio.Task[Any]]:
+        plan = await asyncio.to_thread(self._plan, principal, data)
+        try:
+            claim = self.infra.placement.claim(plan.compute_id, plan.request)
+        except PlacementError as exc:
+            raise placement_error(exc, "locationConstraints") from exc
+        plan.body = self._document(plan, claim)
+        try:
+            row = await asyncio.to_thread(self._insert, plan, claim)
+        except BaseException:
+            self.infra.placement.release(plan.compute_id)
+            raise
+        return row, self.spawn(plan.compute_id, self._realise(principal, plan, claim))
+
+    def _insert(self, plan: AllocationPlan, claim: Claim) -> ComputeRow:
+        now = utcnow()
+        body = plan.body
+        row = ComputeRow(id=plan.compute_id, resource_group_id=plan.group, created_at=now, updated_at=now, version=1,
+                         body=body, state="ALLOCATING", host_id=claim.host_id, zone_id=claim.zone_id,
+                         compute_name=body.get("computeName"))
+        with self.database.write() as session:
+            session.add(row)
+            self.infra.record_claim(session, "compute", plan.compute_id, claim.to_dict())
+        return row
+
+    async def _realise(self, principal: Principal, plan: AllocationPlan, claim: Claim) -> None:
+        compute_id = plan.compute_id
+        created_ports: list[str] = []
+        plugged_ports: list[str] = []
+        attached: list[str] = []
+        created = False
+        try:
+            ports = []
+            for index, nic in enumerate(plan.nics):
+                port_id = nic.port_id
+                if port_id is None:
+                    port = await self.network.create_port(principal, VirtualNetworkPortData(
+                        networkId=nic.network_id, macAddress=nic.mac_address, fixedIps=nic.fixed_ips(),
+                        bandwidth=nic.bandwidth, networkResourceName=f"{plan.body.get('computeName') or compute_id}-nic{index}",
+                        resourceGroupId=plan.group))
+                    port_id = port.id
+                    created_ports.append(port_id)
+                await asyncio.to_thread(self.network.attach, port_id, compute_id)
+                plugged_ports.append(port_id)
+                ports.append(await asyncio.to_thread(self._port_wiring, port_id))
+            vcpus, memory_mb, disk_gb, arch = flavour_numbers(plan.flavour)
+            user_data = plan.data.userData
+            info = await self.infra.driver.create_compute(ComputeSpec(
+                compute_id=compute_id, name=plan.body.get("computeName") or compute_id, host_id=claim.host_id,
+                zone_id=claim.zone_id, vcpus=vcpus, memory_mb=memory_mb, disk_gb=disk_gb,
+                image_ref=plan.data.vcImageId, cpu_architecture=arch,
+                numa=bool(plan.flavour["virtualMemory"].get("numaEnabled")),
+                user_data=UserData(user_data.content, user_data.method.value) if user_data else None,
+                nics=tuple(spec for spec, _doc in ports), metadata=dict(plan.data.metadata),
+                resource_group_id=plan.group,
+            ))
+            created = True
+            disks = []
+            for storage_id in plan.storage_ids:
+                volume = await self.storage.attach(principal, storage_id, compute_id, claim.host_id)
+                attached.append(storage_id)
+                disks.append(disk_document(volume.body, compute_id))
+            interfaces = [doc | {"ownerId": compute_id, "portCreatedByVim": port_id in created_ports}
+                          for (_spec, doc), port_id in zip(ports, plugged_ports)]
+            for interface, nic in zip(interfaces, plan.nics):
+                interface["typeVirtualNic"] = nic.vnic_type
+                if nic.metadata:
+                    interface["metadata"] = dict(nic.metadata)
+
+            def finish(body: dict[str, Any]) -> dict[str, Any]:
+                body.update(virtualNetworkInterface=interfaces, virtualDisks=disks, provisioningState="ALLOCATED",
+                            runningState=info.running_state.value, operationalState="ENABLED")
+                return body
+
+            await asyncio.to_thread(self.change, None, compute_id, finish, "ADDED")
+        except asyncio.CancelledError:
+            raise  # shutting down: recover() finishes the job at the next start
+        except Exception as exc:  # noqa: BLE001 - every failure ends in FAILED with everything released
+            error = driver_error_of(exc)
+            await self._undo(principal, compute_id, created, attached, plugged_ports, created_ports)
+            await asyncio.to_thread(self._mark_failed, compute_id, error)
+            raise error from exc
+
+    def _port_wiring(self, port_id: str) -> tuple[NicSpec, dict[str, Any]]:
+        """What the driver needs to wire a port and how the NIC is shown, from the port and its network."""
+        with self.database.read() as session:
+            port = session.scalar(select(PortRow).where(PortRow.id == port_id))
+            if port is None:
+                raise not_found("port", port_id)
+            network = session.scalar(select(NetworkRow).where(NetworkRow.id == port.network_id))
+        body = port.body
+        segmentation = None
+        if network is not None:
+            segment = network.body.get("segmentationId")
+            segmentation = Segmentation(str(network.body.get("networkType", "vlan")).lower(),
+                                        int(segment) if segment not in (None, "") else None,
+                                        network.body.get("providerNetwork"), int(network.body.get("mtu") or 1500))
+        fixed = body.get("fixedIps") or []
+        spec = NicSpec(port_id, port.network_id, body["macAddress"],
+                       tuple(FixedIp(f["subnetId"], f["ipAddress"]) for f in fixed), segmentation,
+                       bandwidth_mbps=body.get("bandwidth"))
+        document = {"resourceId": port_id, "networkId": port.network_id, "networkPortId": port_id,
+                    "ipAddress": [f["ipAddress"] for f in fixed], "macAddress": body["macAddress"],
+                    "operationalState": "ENABLED", "accelerationCapability": [], "metadata": {}}
+        if body.get("bandwidth") is not None:
+            document["bandwidth"] = body["bandwidth"]
+        return spec, document
+
+    async def _undo(self, principal: Principal, compute_id: str, created: bool, attached: Sequence[str],
+                    plugged_ports: Sequence[str], created_ports: Sequence[str]) -> None:
+        """Give back, in reverse order, whatever a failed task had done; each step is best effort
+        and logged, so that one failing undo does not leave the others undone."""
+        for storage_id in reversed(attached):
+            await self._quietly(self.storage.detach(principal, storage_id, compute_id), "detach", storage_id)
+        if created:
+            try:
+                await self.infra.driver.delete_compute(compute_id)
+            except DriverError as exc:
+                if exc.code is not DriverErrorCode.NOT_FOUND:
+                    log.error("could not delete backend compute %s: %s", compute_id, exc.message)
+        for port_id in reversed(plugged_ports):
+            await self._quietly(asyncio.to_thread(self.network.detach, port_id, compute_id), "unplug", port_id)
+        for port_id in reversed(created_ports):
+            await self._quietly(self._delete_port(port_id), "delete", port_id)
+        self.infra.placement.release(compute_id)
+
+    async def _delete_port(self, port_id: str) -> None:
+        with self.database.read() as session:
+            group = session.scalar(select(PortRow.resource_group_id).where(PortRow.id == port_id))
+        if group is not None:
+            await self.network.delete(PortRow, system_principal(group), port_id, None)
+
+    @staticmethod
+    async def _quietly(call: Coroutine[Any, Any, Any], action: str, target: str) -> None:
+        try:
+            await call
+        except ApiError as exc:
+            if exc.status != 404:
+                log.error("undo: could not %s %s: %s", action, target, exc.detail)
+        except Exception:  # noqa: BLE001
+            log.exception("undo: could not %s %s", action, target)
+
+    def _mark_failed(self, compute_id: str, error: ApiError) -> None:
+        def fail(body: dict[str, Any]) -> dict[str, Any]:
+            body.update(provisioningState="FAILED", operationalState="DISABLED", error=problem_body(error),
+                        virtualNetworkInterface=[], virtualDisks=[])
+            body.pop("runningState", None)
+            return body
+
+        with self.database.write() as session:
+            row = session.scalar(select(ComputeRow).where(ComputeRow.id == compute_id).with_for_update())
+            if row is None:
+                return
+            self.save(row, fail(dict(row.body)))
+            self.infra.forget_claim(session, compute_id)
+            self.notify(session, row, "FAILED")
+
+    # ------------------------------------------------------------------ terminate
+
+    async def delete(self, principal: Principal, compute_id: str, if_match: str | None
+                     ) -> tuple[ComputeRow, asyncio.Task[Any]]:
+        def begin(body: dict[str, Any]) -> dict[str, Any]:
+            body["provisioningState"] = "TERMINATING"
+            return body
+
+        row = await asyncio.to_thread(self.change, principal, compute_id, begin, None, if_match=if_match,
+                                      expect=("ALLOCATED", "FAILED"))
+        return row, self.spawn(compute_id, self._terminate(row))
+
+    async def _terminate(self, row: ComputeRow) -> None:
+        compute_id = row.id
+        principal = system_principal(row.resource_group_id)
+        try:
+            await self.infra.driver.delete_compute(compute_id)
+        except DriverError as exc:
+            if exc.code is not DriverErrorCode.NOT_FOUND:
+                error = driver_error_of(exc)
+
+                def back(body: dict[str, Any]) -> dict[str, Any]:
+                    body["provisioningState"] = row.body["provisioningState"]
+                    body["lastOperation"] = {"operation": "TERMINATE", "status": "FAILED", "startedAt": now_text(),
+                                             "finishedAt": now_text(), "error": problem_body(error)}
+                    return body
+
+                await asyncio.to_thread(self.change, None, compute_id, back, "MODIFIED")
+                raise error from exc
+        for disk in row.body.get("virtualDisks") or []:
+            await self._quietly(self.storage.detach(principal, disk["storageId"], compute_id, realise=False),
+                                "detach", disk["storageId"])
+        for nic in row.body.get("virtualNetworkInterface") or []:
+            port_id = nic.get("networkPortId")
+            if not port_id:
+                continue
+            await self._quietly(asyncio.to_thread(self.network.detach, port_id, compute_id), "unplug", port_id)
+            if nic.get("portCreatedByVim"):
+                await self._quietly(self._delete_port(port_id), "delete", port_id)
+        await asyncio.to_thread(self._remove, compute_id)
+        self.infra.placement.release(compute_id)
+
+    def _remove(self, compute_id: str) -> None:
+        with self.database.write() as session:
+            row = session.scalar(select(ComputeRow).where(ComputeRow.id == compute_id).with_for_update())
+            if row is None:
+                return
+            self.notify(session, row, "REMOVED")
+            self.infra.forget_claim(session, compute_id)
+            session.delete(row)
+
+    async def terminate(self, principal: Principal, compute_ids: list[str], timeout: float = 60.0) -> list[str]:
+        """Best effort: start every termination, then report the ids whose termination finished."""
+        started: list[tuple[str, asyncio.Task[Any]]] = []
+        for compute_id in dict.fromkeys(compute_ids):
+            try:
+                _row, task = await self.delete(principal, compute_id, None)
+            except ApiError as exc:
+                log.info("terminate: %s not terminated: %s", compute_id, exc.detail)
+                continue
+            started.append((compute_id, task))
+        if started:
+            await asyncio.wait([task for _id, task in started], timeout=timeout)
+        return [compute_id for compute_id, task in started
+                if task.done() and not task.cancelled() and task.exception() is None]
+
+    # ------------------------------------------------------------------ recovery
+
+    async def recover(self) -> None:
+        """Finish what a restart interrupted: an allocation fails cleanly, a termination completes,
+        and any other task (operate, scale, migrate, update) takes the driver's word for the state."""
+        with self.database.read() as session:
+            rows = list(session.scalars(select(ComputeRow).where(ComputeRow.state.in_(BUSY_STATES))))
+        for row in rows:
+            try:
+                if row.state == "ALLOCATING":
+                    await self._recover_allocation(row)
+                elif row.state == "TERMINATING":
+                    await self._terminate(row)
+                else:
+                    await self._recover_task(row)
+            except Exception:  # noqa: BLE001 - one bad compute must not stop the others from recovering
+                log.exception("could not recover compute %s (%s)", row.id, row.state)
+
+    async def _recover_allocation(self, row: ComputeRow) -> None:
+        principal = system_principal(row.resource_group_id)
+        supplied = {nic["networkPortId"] for nic in row.body.get("virtualNetworkInterface") or []}
+        with self.database.read() as session:
+            plugged = list(session.scalars(select(PortRow.id).where(PortRow.attached_resource_id == row.id)))
+            attached = [s.id for s in session.scalars(select(StorageRow))
+                        if any(a.get("computeId") == row.id for a in s.body.get("attachments") or [])]
+        error = ApiError(503, "the allocation was interrupted by a restart of the VIM", cause=Cause.BACKEND_UNAVAILABLE,
+                         retryable=True)
+        await self._undo(principal, row.id, True, attached, plugged, [p for p in plugged if p not in supplied])
+        await asyncio.to_thread(self._mark_failed, row.id, error)
+
+    async def _recover_task(self, row: ComputeRow) -> None:
+        try:
+            info = await self.infra.driver.get_compute(row.id)
+        except DriverError:
+            info = None
+
+        def settle(body: dict[str, Any]) -> dict[str, Any]:
+            body["provisioningState"] = "ALLOCATED"
+            if info is not None:
+                body["runningState"] = info.running_state.value
+                body["hostId"], body["zoneId"] = info.host_id, self.infra.placement.zones().get(info.host_id)
+            operation = body.get("lastOperation")
+            if operation and operation.get("status") == "PROCESSING":
+                operation.update(status="FAILED", finishedAt=now_text(), error=problem_body(ApiError(
+                    503, "interrupted by a restart of the VIM", cause=Cause.BACKEND_UNAVAILABLE, retryable=True)))
+            return body
+
+        claim = self.infra.placement.get(row.id)
+        if claim is not None and claim.source is not None:
+            if info is not None and info.host_id == claim.host_id:
+                claim = self.infra.placement.confirm_move(row.id)
+            else:
+                claim = self.infra.placement.revert_move(row.id)
+        await asyncio.to_thread(self.change, None, row.id, settle, "MODIFIED", claim=claim)
+
+    # ------------------------------------------------------------------ infrastructure events
+
+    async def handle_event(self, event: DriverEvent) -> None:
+        if event.object_type is not ObjectType.COMPUTE or event.kind not in (EventKind.COMPUTE_CRASHED,
+                                                                            EventKind.COMPUTE_STATE):
+            return
+        crashed = event.kind is EventKind.COMPUTE_CRASHED
+        state = "CRASHED" if crashed else str(event.details.get("state") or event.details.get("runningState") or "RUNNING")
+
+        def apply(body: dict[str, Any]) -> dict[str, Any]:
+            body["runningState"] = state
+            body["operationalState"] = "DISABLED" if crashed else "ENABLED"
+            if event.details.get("reason"):
+                body["stateReason"] = str(event.details["reason"])
+            else:
+                body.pop("stateReason", None)
+            return body
+
+        try:
+            await asyncio.to_thread(self.change, None, event.object_id, apply, "MODIFIED",
+                                    expect=("ALLOCATED", "UPDATING"))
+        except ApiError as exc:
+            log.info("compute event %s for %s ignored: %s", event.kind.value, event.object_id, exc.detail)
+
+    def handle_admin_state(self, host_id: str, admin_state: str) -> None:
+        """A host entering or leaving MAINTENANCE (or DISABLED) is a change of each compute on it."""
+        computes = sorted(self.infra.placement.resources_on(host_id))
+        label = None if admin_state == "ENABLED" else admin_state
+
+        def apply(body: dict[str, Any]) -> dict[str, Any]:
+            if label is None:
+                body.pop("hostState", None)
+            else:
+                body["hostState"] = label
+            return body
+
+        for compute_id in computes:
+            try:
+                self.change(None, compute_id, apply, "MODIFIED")
+            except ApiError:
+                continue
+
