@@ -34,6 +34,7 @@ from vimkit.api.routes import (
 from vimkit.api.routes import storage, storage_info
 from vimkit.api.routes import network, network_info
 from vimkit.api.routes import computes
+from vimkit.api.routes import performance
 from vimkit.api.routing import VimRoute
 from vimkit.auth.external import ExternalIssuer
 from vimkit.auth.keys import KeyStore
@@ -48,6 +49,7 @@ from vimkit.domain.infrastructure import InfrastructureService, build_driver
 from vimkit.domain.storage import StorageService
 from vimkit.domain.network import NetworkService
 from vimkit.domain.compute import ComputeService
+from vimkit.domain.performance import PerformanceService
 from vimkit.infra import load_inventory
 from vimkit.logging import configure_logging
 from vimkit.placement import PlacementConfig, Strategy
@@ -80,6 +82,7 @@ class Services:
     storage: StorageService | None = field(default=None)
     network: NetworkService | None = field(default=None)
     compute: ComputeService | None = field(default=None)
+    performance: PerformanceService | None = field(default=None)
     dispatcher: Dispatcher | None = field(default=None)
 
     def close(self) -> None:
@@ -141,6 +144,8 @@ def build_services(settings: Settings) -> Services:
     services.compute = ComputeService(database, services.infrastructure, flavours, services.network,
                                       services.storage, settings.vim_id)
     services.alarms.group_resolvers["VirtualCompute"] = services.compute.group_of
+    services.performance = PerformanceService(database, services.infrastructure, settings,
+                                              dispatch_settings(settings).base_url)
     if settings.seed_flavours:
         flavours.seed_defaults()
     return services
@@ -232,9 +237,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await services.compute.recover()
     if services.dispatcher is not None:
         await services.dispatcher.start()
+    if services.performance is not None:
+        await services.performance.start()
     try:
         yield
     finally:
+        if services.performance is not None:
+            await services.performance.stop()
         if alarm_checks is not None:
             alarm_checks.cancel()
             await asyncio.gather(alarm_checks, return_exceptions=True)
@@ -270,6 +279,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     routers += [storage.router, storage_info.router]
     routers += [network.router, network_info.router]
     routers += [computes.router]
+    routers += [performance.router, performance.metrics_router]
     routers += [subscriptions.build_router(api) for api in NOTIFICATION_TYPES]
     for router in routers:
         app.include_router(router)

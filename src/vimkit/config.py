@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     alarm_retention_hours: float = Field(24.0, ge=0, description="How long cleared alarms stay queryable.")
     alarm_check_interval: float = Field(5.0, gt=0, le=3600, description="Seconds between the VIM's own checks.")
 
+    # --- performance management (docs/performance.md) ---
+    pm_sample_interval: float = Field(
+        5.0, ge=0.1, le=300, description="Seconds between samples of measured objects; collection periods are multiples."
+    )
+    pm_min_collection_period: int = Field(5, ge=1, le=86_400, description="Shortest collectionPeriod, seconds.")
+    pm_min_reporting_period: int = Field(5, ge=1, le=86_400, description="Shortest reportingPeriod, seconds.")
+    pm_report_retention_hours: float = Field(24.0, ge=0, description="How long performance reports are kept.")
+
     # --- notifications (docs/notifications.md) ---
     public_url: str | None = Field(
         None, description="Base URL the VIM is reached at, used in _links; default http://host:port."

@@ -90,6 +90,22 @@ def _network_affinity_group(client: httpx.Client) -> str:
     return response.json()["groupId"]
 
 
+def _pm_job(client: httpx.Client) -> str:
+    response = client.post("/performance/v1/pm_jobs", json={
+        "objectType": "VirtualStorage", "objectInstanceIds": [_volume(client)],
+        "performanceMetric": ["UsageMeanVStorage"], "collectionPeriod": 5, "reportingPeriod": 10})
+    assert response.status_code == 201, response.text
+    return response.json()["pmJobId"]
+
+
+def _threshold(client: httpx.Client) -> str:
+    response = client.post("/performance/v1/thresholds", json={
+        "objectType": "VirtualStorage", "objectInstanceIds": [_volume(client)], "performanceMetric": "UsagePeakVStorage",
+        "thresholdType": "SINGLE_VALUE", "thresholdDetails": {"thresholdValue": 90, "hysteresis": 1}})
+    assert response.status_code == 201, response.text
+    return response.json()["thresholdId"]
+
+
 RESOURCES: list[TenantResource] = [
     TenantResource("private compute flavour", "/compute/v1/flavours", "flavourId", _private_flavour),
     TenantResource(
@@ -108,6 +124,8 @@ RESOURCES: list[TenantResource] = [
     TenantResource("port", "/network/v1/ports", "resourceId", _port,
                    changes=(Call("PATCH", "", {"bandwidth": 1, "metadata": {"k": "v"}}),)),
     TenantResource("network affinity group", "/network/v1/affinity_groups", "groupId", _network_affinity_group),
+    TenantResource("pm job", "/performance/v1/pm_jobs", "pmJobId", _pm_job),
+    TenantResource("threshold", "/performance/v1/thresholds", "thresholdId", _threshold),
     # Later issues: computes (changes=PATCH, operations=operate/scale/migrate, subscribe=…),
     # networks, subnets, ports, storages, affinity groups, subscriptions, PM jobs, thresholds …
 ]

@@ -77,7 +77,9 @@ def fan_out_once(database: Database, base_url: str) -> tuple[dict[str, list[Pend
                     "timeStamp": stamp,
                     "sequence": sequence,
                     **event.payload,
-                    "_links": {"subscription": {"href": f"{base_url}/{sub.api}/v1/subscriptions/{sub.id}"}},
+                    # The notification's own links (a report, the alarm list) stay next to the subscription's.
+                    "_links": {**(event.payload.get("_links") or {}),
+                               "subscription": {"href": f"{base_url}/{sub.api}/v1/subscriptions/{sub.id}"}},
                 }
                 rows.append({
                     "subscription_id": sub.id,

@@ -7,6 +7,7 @@ import vimkit.store.alarm_tables  # noqa: F401  (alarms, for autogenerate)
 import vimkit.store.network_tables  # noqa: F401  (network tables, for autogenerate)
 import vimkit.store.storage_tables  # noqa: F401  (storage tables, for autogenerate)
 import vimkit.store.compute_tables  # noqa: F401  (compute tables, for autogenerate)
+import vimkit.store.pm_tables  # noqa: F401  (performance management tables, for autogenerate)
 
 connection = context.config.attributes["connection"]
 context.configure(
