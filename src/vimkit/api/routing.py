@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 
+import orjson
+
 from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
@@ -76,7 +78,7 @@ async def _idempotent(
     digest = hashlib.sha256()
     for part in (request.method, request.url.path, request.url.query, ""):
         digest.update(part.encode() + b"\0")
-    digest.update(body)
+    digest.update(_canonical(body))
     store = request.app.state.services.idempotency
     stored = await run_in_threadpool(store.claim, principal.consumer_id, key, digest.hexdigest())
     if stored is not None:
@@ -101,3 +103,12 @@ async def _idempotent(
     record = StoredResponse(response.status_code, headers, bytes(response.body))
     await run_in_threadpool(store.finish, principal.consumer_id, key, record)
     return response
+
+
+def _canonical(body: bytes) -> bytes:
+    """A retry carries the same request, not necessarily the same bytes: JSON is compared by
+    value (key order and whitespace do not matter), anything else byte for byte."""
+    try:
+        return orjson.dumps(orjson.loads(body), option=orjson.OPT_SORT_KEYS) if body else body
+    except orjson.JSONDecodeError:
+        return body
