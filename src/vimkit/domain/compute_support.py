@@ -22,6 +22,7 @@ from vimkit.models.compute import ComputeLocationConstraints, VirtualInterfaceDa
 from vimkit.models.network import FixedIpData
 from vimkit.placement.model import AffinityRule, AffinityUnsatisfiable, NoValidHost, PlacementError, UnknownHost, UnknownZone
 from vimkit.store.compute_tables import ComputeAffinityGroupRow, ComputeRow, ComputeSnapshotRow
+from vimkit.store.models import FlavourRow
 from vimkit.store.network_tables import NetworkRow, PortRow
 from vimkit.store.repository import get_document, utcnow, visibility_of
 from vimkit.store.storage_tables import StorageRow
@@ -102,6 +103,13 @@ class ComputeRules:
             if exc.status == 404:
                 raise invalid(name, f"flavour '{flavour_id}' does not exist") from exc
             raise
+
+    @staticmethod
+    def flavour_in(session: Session, principal: Principal, flavour_id: str, name: str) -> dict[str, Any]:
+        row = get_document(session, FlavourRow, flavour_id, visibility_of(principal))
+        if row is None:
+            raise invalid(name, f"flavour '{flavour_id}' does not exist")
+        return dict(row.body)
 
     def location(self, location: ComputeLocationConstraints | None, name: str
                  ) -> tuple[frozenset[str] | None, str | None]:

@@ -77,6 +77,7 @@ class SimConfig:
     latency_scale: float = 1.0
     state_dir: Path | None = None
     event_queue: int = 10_000
+    save_interval: float = 0.05       # seconds between state-file writes (see SimCore._save)
 
     def latency(self, operation: str) -> LatencySpec:
         return self.latencies.get(operation) or DEFAULT_LATENCIES.get(operation) or self.default_latency

@@ -83,6 +83,9 @@ class SimCore:
         self._failures: list[_Failure] = []
         self._profiles: dict[str, Profile] = {}
         self._state = SimState()
+        self._dirty = False
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._last_save_seconds = 0.0
         if self.config.state_dir is not None:
             document = load_state(self.config.state_dir)
             if document is not None:
@@ -95,8 +98,33 @@ class SimCore:
         return datetime.fromtimestamp(self._now() if at is None else at, timezone.utc)
 
     def _save(self) -> None:
-        if self.config.state_dir is not None:
-            save_state(self.config.state_dir, self._state.to_document(self.config.seed))
+        """Persist soon rather than now: writing the whole state after every operation made
+        the file write cost O(computes) per call. Changes within ``save_interval`` (or a few
+        times the last write's duration, when the state is large) share one write, so a killed
+        process loses at most that window of simulated changes; ``close`` writes at once."""
+        if self.config.state_dir is None:
+            return
+        self._dirty = True
+        if self._flush_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._flush()
+            return
+        delay = max(self.config.save_interval, 4 * self._last_save_seconds)
+        self._flush_handle = loop.call_later(delay, self._flush)
+
+    def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._dirty or self.config.state_dir is None:
+            return
+        self._dirty = False
+        started = time.perf_counter()
+        save_state(self.config.state_dir, self._state.to_document(self.config.seed))
+        self._last_save_seconds = time.perf_counter() - started
 
     async def _enter(self, operation: str, *targets: str | None) -> None:
         """Wait the operation's latency, then fail it if a test asked for that."""

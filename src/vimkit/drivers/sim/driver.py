@@ -62,7 +62,8 @@ class SimDriver(ComputeOps, NetworkOps, StorageOps, MetricOps, FaultOps):
         """Nothing to connect to: the state was restored when the driver was built."""
 
     async def close(self) -> None:
-        self._save()
+        self._dirty = True
+        self._flush()
         self._hub.close()
 
     def events(self) -> AsyncIterator[DriverEvent]:

@@ -1,0 +1,192 @@
+"""Compute benchmark: Allocate throughput, POST→ALLOCATED time, and queries over 100,000 computes.
+
+Starts ``vimkit serve`` as a separate process (SQLite in a temporary data directory, or the
+database given with --database-url) on the simulated infrastructure **without artificial driver
+latency** (``VIMKIT_SIM_LATENCY_SCALE=0``, as the issue asks) and an inventory of 2 zones × 250
+hosts, then drives it with concurrent keep-alive HTTP/1.1 clients:
+
+1. ``POST /compute/v1/computes`` (m1.tiny) answered at once with ``ALLOCATING``: sustained
+   requests/s and response latency;
+2. the same with ``Prefer: wait=30``: each answer arrives when the compute is ``ALLOCATED``, so
+   its latency is the time from POST to ALLOCATED;
+3. GET one compute and filtered lists (by name, by zone with a page of 100, by metadata) with
+   ``--stored`` computes in the database (default 100,000; rows are inserted directly in bulk
+   before the server starts, since only the queries are measured here).
+
+    .venv/bin/python bench/bench_compute.py [--seconds 10] [--concurrency 16] [--stored 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_storage import ADMIN, drive, free_port, report  # noqa: E402
+
+INVENTORY = """\
+[[nfviPops]]
+nfviPopId = "pop-1"
+""" + "".join(f"""
+[[zones]]
+zoneId = "zone-{z}"
+zoneName = "Zone {z}"
+nfviPopId = "pop-1"
+
+[[hostGroups]]
+namePattern = "zone-{z}-host-{{index:03d}}"
+count = 250
+zoneId = "zone-{z}"
+vcpus = 64
+memoryMb = 262144
+diskGb = 4000
+""" for z in "ab")
+
+
+def seed(database_url: str, count: int, group: str) -> None:
+    """Insert ``count`` ALLOCATED compute documents of resource group ``group`` in bulk."""
+    from sqlalchemy import insert
+
+    from vimkit.store.compute_tables import ComputeRow
+    from vimkit.store.db import Database
+    from vimkit.store.migrate import upgrade
+    from vimkit.store.repository import utcnow
+
+    database = Database(database_url)
+    upgrade(database)
+    rng = random.Random(7)
+    now = utcnow()
+    batch: list[dict] = []
+    with database.write() as session:
+        for index in range(count):
+            zone = "zone-a" if index % 2 else "zone-b"
+            host = f"{zone}-host-{rng.randrange(1, 251):03d}"
+            compute_id = str(uuid.UUID(int=rng.getrandbits(128)))
+            name = f"stored-{index:06d}"
+            body = {"computeId": compute_id, "computeName": name, "flavourId": "m1.tiny",
+                    "accelerationCapability": [], "virtualCpu": {"numVirtualCpu": 1},
+                    "virtualMemory": {"virtualMemSize": 512}, "virtualNetworkInterface": [], "virtualDisks": [],
+                    "zoneId": zone, "hostId": host, "operationalState": "ENABLED",
+                    "metadata": {"cluster": f"c{index % 500}", "role": "worker" if index % 10 else "control"},
+                    "resourceGroupId": group, "provisioningState": "ALLOCATED", "runningState": "RUNNING",
+                    "snapshots": [], "affinityOrAntiAffinityConstraints": []}
+            batch.append({"id": compute_id, "resource_group_id": group, "created_at": now, "updated_at": now,
+                          "version": 1, "body": body, "compute_name": name, "host_id": host, "zone_id": zone,
+                          "state": "ALLOCATED"})
+            if len(batch) == 5000:
+                session.execute(insert(ComputeRow), batch)
+                batch = []
+        if batch:
+            session.execute(insert(ComputeRow), batch)
+    database.dispose()
+
+
+async def run(base_url: str, token: str, seconds: float, concurrency: int, stored: int) -> None:
+    async def allocate(client: httpx.AsyncClient, index: int) -> httpx.Response:
+        return await client.post("/compute/v1/computes", json={"computeFlavourId": "m1.tiny",
+                                                                "computeName": f"bench-{index}"})
+
+    async def allocate_wait(client: httpx.AsyncClient, index: int) -> httpx.Response:
+        response = await client.post("/compute/v1/computes", headers={"Prefer": "wait=30"},
+                                     json={"computeFlavourId": "m1.tiny", "computeName": f"bench-wait-{index}"})
+        if response.status_code == 201 and response.json()["provisioningState"] != "ALLOCATED":
+            return httpx.Response(599)
+        return response
+
+    print("| scenario | requests/s | p50 | p99 | requests | errors |")
+    print("|---|---|---|---|---|---|")
+    report("Allocate `POST /compute/v1/computes` → 201 ALLOCATING",
+           await drive(base_url, token, seconds, concurrency, allocate, 201))
+    await asyncio.sleep(2)  # let the background completions of the first scenario drain
+    report("Allocate with `Prefer: wait` → 201 ALLOCATED (POST→ALLOCATED)",
+           await drive(base_url, token, seconds, concurrency, allocate_wait, 201))
+
+    async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {token}"}) as client:
+        page = (await client.get("/compute/v1/computes", params={"filter": "(eq,computeName,stored-000042)"})).json()
+        known = page[0]["computeId"] if page else None
+    if known is None:
+        print(f"(no stored computes: run with --stored N to measure queries over N computes)")
+        return
+    rng = random.Random(3)
+
+    async def get_one(client: httpx.AsyncClient, index: int) -> httpx.Response:
+        return await client.get(f"/compute/v1/computes/{known}")
+
+    async def by_name(client: httpx.AsyncClient, index: int) -> httpx.Response:
+        return await client.get("/compute/v1/computes",
+                                params={"filter": f"(eq,computeName,stored-{rng.randrange(stored):06d})"})
+
+    async def by_zone(client: httpx.AsyncClient, index: int) -> httpx.Response:
+        return await client.get("/compute/v1/computes", params={"filter": "(eq,zoneId,zone-a)"})
+
+    async def by_metadata(client: httpx.AsyncClient, index: int) -> httpx.Response:
+        return await client.get("/compute/v1/computes",
+                                params={"filter": f"(eq,metadata/cluster,c{rng.randrange(500)})"})
+
+    report(f"GET one compute ({stored:,} stored)", await drive(base_url, token, seconds, concurrency, get_one, 200))
+    report("list filtered by computeName (indexed column)", await drive(base_url, token, seconds, concurrency,
+                                                                        by_name, 200))
+    report("list filtered by zoneId, first page of 100", await drive(base_url, token, seconds, concurrency,
+                                                                     by_zone, 200))
+    report("list filtered by metadata/cluster (JSON, 200 matches → 2 pages)",
+           await drive(base_url, token, seconds, concurrency, by_metadata, 200))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--stored", type=int, default=100_000)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="vimkit-bench-compute-") as tmp:
+        data_dir = Path(tmp)
+        database_url = args.database_url or f"sqlite:///{data_dir / 'vimkit.db'}"
+        inventory = data_dir / "inventory.toml"
+        inventory.write_text(INVENTORY)
+        group = "rg-bench"
+        if args.stored:
+            started = time.perf_counter()
+            seed(database_url, args.stored, group)
+            print(f"(seeded {args.stored:,} computes in {time.perf_counter() - started:.1f} s)")
+        port = free_port()
+        env = {**os.environ, "VIMKIT_ADMIN_CLIENT_ID": ADMIN[0], "VIMKIT_ADMIN_CLIENT_SECRET": ADMIN[1],
+               "VIMKIT_LOG_LEVEL": "warning", "VIMKIT_SIM_LATENCY_SCALE": "0",
+               "VIMKIT_INVENTORY_FILE": str(inventory)}
+        command = [sys.executable, "-m", "vimkit.cli.main", "serve", "--port", str(port), "--data-dir", str(data_dir),
+                   "--database-url", database_url]
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(600):
+                try:
+                    if httpx.get(f"{base_url}/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            token = httpx.post(f"{base_url}/oauth2/token", data={"grant_type": "client_credentials"},
+                               auth=ADMIN).json()["access_token"]
+            with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}) as admin:
+                # The stored computes belong to a consumer of their own; the admin sees every group.
+                admin.post("/admin/v1/consumers", json={"consumerName": "bench", "resourceGroupId": group,
+                                                        "scopes": ["compute:read"]})
+            print(f"vimkit compute benchmark: {args.concurrency} concurrent connections, {args.seconds:.0f} s per "
+                  f"scenario, database {args.database_url or 'sqlite'}, simulated infrastructure without latency")
+            asyncio.run(run(base_url, token, args.seconds, args.concurrency, args.stored))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
