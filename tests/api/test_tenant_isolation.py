@@ -65,6 +65,19 @@ def _volume(client: httpx.Client) -> str:
     return response.json()["storageId"]
 
 
+def _compute(client: httpx.Client) -> str:
+    response = client.post("/compute/v1/computes", json={"computeFlavourId": "m1.tiny", "computeName": "tenant-vm"},
+                           headers={"Prefer": "wait=20"})
+    assert response.status_code == 201 and response.json()["provisioningState"] == "ALLOCATED", response.text
+    return response.json()["computeId"]
+
+
+def _compute_affinity_group(client: httpx.Client) -> str:
+    response = client.post("/compute/v1/affinity_groups", json={"groupName": "g", "type": "ANTI_AFFINITY"})
+    assert response.status_code == 201, response.text
+    return response.json()["groupId"]
+
+
 def _network(client: httpx.Client) -> str:
     response = client.post("/network/v1/networks", json={"networkResourceName": "tenant-net"})
     assert response.status_code == 201, response.text
@@ -117,6 +130,16 @@ RESOURCES: list[TenantResource] = [
             Call("POST", "/migrate", {}),
         ),
     ),
+    TenantResource(
+        "compute", "/compute/v1/computes", "computeId", _compute,
+        changes=(Call("PATCH", "", {"metadata": {"k": "v"}}),),
+        operations=(
+            Call("POST", "/operate", {"computeOperation": "STOP"}),
+            Call("POST", "/scale", {"computeFlavourId": "m1.small"}),
+            Call("POST", "/migrate", {"migrationType": "OFFLINE_MIGRATION"}),
+        ),
+    ),
+    TenantResource("compute affinity group", "/compute/v1/affinity_groups", "groupId", _compute_affinity_group),
     TenantResource("private network", "/network/v1/networks", "networkResourceId", _network,
                    changes=(Call("PATCH", "", {"networkResourceName": "stolen", "metadata": {"k": "v"}}),)),
     TenantResource("subnet", "/network/v1/subnets", "resourceId", _subnet,
