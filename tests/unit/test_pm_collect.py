@@ -28,7 +28,9 @@ def job(job_id: str, members: set[str], group: str = "g1", collection_s: int = 1
 
 
 def values(series: dict, vm: str, name: str) -> list:
-    return next(v for object_id, _sub, metric, v in series["series"] if object_id == vm and metric == name)
+    index = next(i for i, (o, m) in enumerate(zip(series["seriesObject"], series["seriesMetric"]))
+                 if series["objects"][o] == vm and series["measurements"][m] == name)
+    return [column[index] for column in series["values"]]
 
 
 def test_means_peaks_and_deltas_with_a_counter_reset_mid_period() -> None:
@@ -48,7 +50,7 @@ def test_means_peaks_and_deltas_with_a_counter_reset_mid_period() -> None:
     assert values(series, "vm1", "VCpuUsagePeak") == [20.0, 40.0]
     # (0,10]: 50 + 150; (10,20]: the counter restarted at 15 s: 40 since the restart, then 60
     assert values(series, "vm1", "VNetByteIncoming") == [200, 100]
-    assert next(sub for _o, sub, metric, _v in series["series"] if metric == "VNetByteIncoming") == "p1"
+    assert series["subObjects"] == ["p1"] and series["seriesSub"].count(0) == 1
 
 
 def test_a_report_holds_only_its_jobs_objects() -> None:
@@ -59,8 +61,8 @@ def test_a_report_holds_only_its_jobs_objects() -> None:
     for second in (0, 5, 10, 15, 20):
         reports += collector.ingest(second * 1000, [cpu("vm-a", 1.0), cpu("vm-b", 2.0)]).reports
     by_job = {report.job_id: report_series(report) for report in reports}
-    assert {s[0] for s in by_job["a"]["series"]} == {"vm-a"}
-    assert {s[0] for s in by_job["b"]["series"]} == {"vm-b"}
+    assert set(by_job["a"]["objects"]) == {"vm-a"}
+    assert set(by_job["b"]["objects"]) == {"vm-b"}
 
 
 def test_thresholds_cross_both_ways() -> None:

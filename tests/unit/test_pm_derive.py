@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vimkit.domain.pm_derive import COUNTER_WRAP, Window, align_up, as_number, counter_increment, crossing, derive
+from vimkit.domain.pm_derive import COUNTER_WRAP, Window, align_up, as_number, counter_increment, crossing
 
 
 def test_counter_increment_within_one_epoch() -> None:
@@ -35,16 +35,14 @@ def test_window_mean_peak_and_delta() -> None:
     window = Window(10_000, 20_000)
     key, counter = ("vm", None, "cpu"), ("vm", "p", "rx")
     for value in (10.0, 30.0, 20.0):
-        acc = window.gauges.setdefault(key, [0, 0.0, float("-inf")])
-        acc[0] += 1
-        acc[1] += value
-        acc[2] = max(acc[2], value)
-    window.counters[counter] = 1234.0
+        window.add(key, value)
+    window.delta[counter] = 1234.0
     closed = window.close()
     assert closed.start_ms == 10_000 and closed.end_ms == 20_000
-    assert derive(closed.values[key], "mean") == 20.0
-    assert derive(closed.values[key], "max") == 30.0
-    assert derive(closed.values[counter], "delta") == 1234.0
+    assert list(closed.keys()) == [key, counter]
+    assert closed.value(key, "mean") == 20.0
+    assert closed.value(key, "max") == 30.0
+    assert closed.value(counter, "delta") == 1234.0
     assert as_number(1234.0) == 1234 and isinstance(as_number(1234.0), int) and as_number(0.5) == 0.5
 
 

@@ -228,7 +228,7 @@ class PerformanceService:
 
     def _store_report(self, report: ReadyReport) -> None:
         series = report_series(report)
-        objects = list(dict.fromkeys(item[0] for item in series["series"]))
+        objects = series["objects"]
         with self.database.write() as session:
             job = session.scalar(select(PmJobRow).where(PmJobRow.id == report.job_id).with_for_update())
             if job is None:
@@ -545,4 +545,4 @@ class PerformanceService:
         return catalogue_document()
 
     def exposition(self) -> str:
-        return exposition(self.collector.latest_values(), dict(self.collector.groups), CATALOGUE)
+        return exposition(self.collector.latest_periods(), dict(self.collector.groups), CATALOGUE)

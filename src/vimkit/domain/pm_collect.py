@@ -18,9 +18,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vimkit.domain.pm_catalogue import CATALOGUE, COUNTER_METRICS
-from vimkit.domain.pm_derive import ClosedPeriod, Key, Window, align_up, as_number, counter_increment, crossing, derive
+from vimkit.domain.pm_catalogue import CATALOGUE, COUNTER_METRICS, MEAN
+from vimkit.domain.pm_derive import ClosedPeriod, Key, Window, align_up, as_number, counter_increment, crossing
+from vimkit.drivers.model import MetricName
 from vimkit.drivers.specs import MetricSample
+
+# Raw metric names as plain strings: keys holding enum members would stay tracked by the cyclic
+# garbage collector for as long as they live.
+_CODES = {metric: metric.value for metric in MetricName}
+_COUNTER_CODES = frozenset(metric.value for metric in COUNTER_METRICS)
 
 
 @dataclass(slots=True)
@@ -104,7 +110,11 @@ class Collector:
         self.thresholds: dict[str, ThresholdState] = {}
         self._windows: dict[int, Window] = {}
         self._window_members: dict[int, frozenset[str]] = {}
-        self._counters: dict[Key, tuple[float, int]] = {}
+        # Counter baselines, and one canonical key tuple per (object, sub-object, metric) that every
+        # window reuses: keys made per sample would otherwise outlive the tick in every window.
+        self._interned: dict[Key, Key] = {}
+        self._last_value: dict[Key, float] = {}
+        self._last_epoch: dict[Key, int] = {}
         self.latest: dict[int, ClosedPeriod] = {}  # last closed period per length, for /metrics
         self.groups: dict[str, str] = {}  # object id -> owning resource group (metric labels)
         self.sampled: tuple[str, ...] = ()
@@ -156,7 +166,10 @@ class Collector:
         everything: set[str] = set().union(*members.values()) if members else set()
         # A counter baseline of an object nobody measures any more would turn its whole absence
         # into one period's delta if it came back; forget it instead.
-        self._counters = {key: state for key, state in self._counters.items() if key[0] in everything}
+        if any(key[0] not in everything for key in self._interned):
+            self._interned = {key: key for key in self._interned if key[0] in everything}
+            self._last_value = {key: v for key, v in self._last_value.items() if key[0] in everything}
+            self._last_epoch = {key: v for key, v in self._last_epoch.items() if key[0] in everything}
         self.groups = {object_id: group for object_id, group in self.groups.items() if object_id in everything}
         self.sampled = tuple(sorted(everything))
 
@@ -168,21 +181,8 @@ class Collector:
     def ingest(self, now_ms: int, samples: Sequence[MetricSample]) -> TickOutcome:
         """Add the samples taken at ``now_ms`` and close every period that ended."""
         with self._lock:
-            gauges: list[tuple[Key, float]] = []
-            increments: list[tuple[Key, float]] = []
-            counters = self._counters
-            for sample in samples:
-                metric = sample.metric
-                key = (sample.object_id, sample.sub_object_id, metric)
-                if metric in COUNTER_METRICS:
-                    previous = counters.get(key)
-                    counters[key] = (sample.value, sample.epoch)
-                    if previous is not None:
-                        increments.append((key, counter_increment(previous[0], previous[1], sample.value,
-                                                                  sample.epoch)))
-                else:
-                    gauges.append((key, sample.value))
             closed: list[ClosedPeriod] = []
+            open_windows: list[tuple[frozenset[str], Window]] = []
             for period_ms, members in self._window_members.items():
                 end_ms = align_up(now_ms, period_ms)
                 window = self._windows.get(period_ms)
@@ -191,25 +191,54 @@ class Collector:
                 elif window.end_ms < end_ms:  # ticks were missed: the old period is over
                     closed.append(window.close())
                     window = self._windows[period_ms] = Window(period_ms, end_ms)
-                accumulated = window.gauges
-                for key, value in gauges:
-                    if key[0] in members:
-                        acc = accumulated.get(key)
-                        if acc is None:
-                            accumulated[key] = [1, value, value]
-                        else:
-                            acc[0] += 1
-                            acc[1] += value
-                            if value > acc[2]:
-                                acc[2] = value
-                deltas = window.counters
-                for key, increment in increments:
-                    if key[0] in members:
-                        deltas[key] = deltas.get(key, 0.0) + increment
-                if now_ms == end_ms:
+                open_windows.append((members, window))
+            self._add(samples, open_windows)
+            for period_ms, window in list(self._windows.items()):
+                if now_ms == window.end_ms:
                     closed.append(window.close())
-                    self._windows[period_ms] = Window(period_ms, end_ms + period_ms)
+                    self._windows[period_ms] = Window(period_ms, window.end_ms + period_ms)
             return self._dispatch(closed)
+
+    def _add(self, samples: Sequence[MetricSample], windows: list[tuple[frozenset[str], Window]]) -> None:
+        """The per-sample loop: every counter increment is computed once, then added to each
+        window whose objects include the sample's."""
+        interned, last_value, last_epoch = self._interned, self._last_value, self._last_epoch
+        codes = _CODES
+        for sample in samples:
+            object_id = sample.object_id
+            code = codes[sample.metric]
+            probe = (object_id, sample.sub_object_id, code)
+            key = interned.get(probe)
+            if key is None:
+                key = interned[probe] = probe
+            value = sample.value
+            if code in _COUNTER_CODES:
+                previous = last_value.get(key)
+                last_value[key] = value
+                epoch = sample.epoch
+                previous_epoch = last_epoch.get(key, epoch)
+                last_epoch[key] = epoch
+                if previous is None:
+                    continue  # the first sample of a counter is only its baseline
+                increment = counter_increment(previous, previous_epoch, value, epoch)
+                for members, window in windows:
+                    if object_id in members:
+                        deltas = window.delta
+                        deltas[key] = deltas.get(key, 0.0) + increment
+            else:
+                for members, window in windows:
+                    if object_id in members:  # Window.add, inlined: this loop runs 70,000 times a tick
+                        counts = window.count
+                        count = counts.get(key)
+                        if count is None:
+                            counts[key] = 1
+                            window.total[key] = value
+                            window.peak[key] = value
+                        else:
+                            counts[key] = count + 1
+                            window.total[key] += value
+                            if value > window.peak[key]:
+                                window.peak[key] = value
 
     def _dispatch(self, closed: Iterable[ClosedPeriod]) -> TickOutcome:
         reports: list[ReadyReport] = []
@@ -256,19 +285,19 @@ class Collector:
                            end_ms, tuple(pending), final)
 
     def _evaluate(self, thresholds: list[ThresholdState], period: ClosedPeriod) -> list[Crossing]:
-        by_object: dict[str, list[tuple[Key, Any]]] = {}
         wanted = frozenset().union(*(t.object_ids for t in thresholds))
-        for key, value in period.values.items():
+        by_object: dict[str, list[Key]] = {}
+        for key in period.keys():
             if key[0] in wanted:
-                by_object.setdefault(key[0], []).append((key, value))
+                by_object.setdefault(key[0], []).append(key)
         found: list[Crossing] = []
         for threshold in thresholds:
             measurement = CATALOGUE[threshold.measurement]
             for object_id in threshold.object_ids:
-                for key, raw in by_object.get(object_id, ()):
+                for key in by_object.get(object_id, ()):
                     if key[2] != measurement.source:
                         continue
-                    value = derive(raw, measurement.method)
+                    value = period.value(key, measurement.method)
                     name = state_key(object_id, key[1])
                     state, direction = crossing(threshold.states.get(name), value, threshold.level,
                                                 threshold.hysteresis)
@@ -281,36 +310,69 @@ class Collector:
         return found
 
     # -- exposition ---------------------------------------------------------------------------
-    def latest_values(self) -> dict[Key, tuple[Any, int]]:
-        """The newest closed value of every sampled key (shorter periods win), with its period end."""
+    def latest_periods(self) -> dict[Key, ClosedPeriod]:
+        """The newest closed period holding each sampled key (shorter periods win)."""
         with self._lock:
-            merged: dict[Key, tuple[Any, int]] = {}
+            newest: dict[Key, ClosedPeriod] = {}
             for period_ms in sorted(self.latest, reverse=True):
                 period = self.latest[period_ms]
-                for key, value in period.values.items():
-                    merged[key] = (value, period.end_ms)
-            return merged
+                newest.update(dict.fromkeys(period.keys(), period))
+            return newest
 
 
 def report_series(report: ReadyReport) -> dict[str, Any]:
-    """The stored form of a report: columnar, so that 10,000 objects encode in one pass."""
-    by_source: dict[Any, list[tuple[str, str]]] = {}
-    for name in report.measurements:
+    """The stored form of a report, columnar and de-duplicated: the object and sub-object ids once
+    each, three small integers per series, and one list of values per collection period — so that
+    100,000 series are a handful of lists rather than 100,000 of them, and encode in one pass."""
+    specs: dict[str, list[tuple[int, str]]] = {}
+    for index, name in enumerate(report.measurements):
         measurement = CATALOGUE[name]
-        by_source.setdefault(measurement.source, []).append((name, measurement.method))
-    count = len(report.periods)
-    series: dict[tuple[str, str | None, str], list[Any]] = {}
-    for index, (period, members) in enumerate(report.periods):
-        for key, raw in period.values.items():
+        specs.setdefault(measurement.source.value, []).append((index, measurement.method))
+    base: dict[Key, int] = {}
+    objects: dict[str, int] = {}
+    subs: dict[str, int] = {}
+    series_object: list[int] = []
+    series_sub: list[int] = []
+    series_metric: list[int] = []
+    columns: list[list[float | None]] = []
+
+    def start_of(key: Key) -> int:
+        start = base[key] = len(series_metric)
+        object_index = objects.setdefault(key[0], len(objects))
+        sub_index = -1 if key[1] is None else subs.setdefault(key[1], len(subs))
+        for metric_index, _method in specs[key[2]]:
+            series_object.append(object_index)
+            series_sub.append(sub_index)
+            series_metric.append(metric_index)
+        column.extend([None] * len(specs[key[2]]))
+        return start
+
+    for period, members in report.periods:
+        column: list[float | None] = [None] * len(series_metric)
+        total, peak = period.total, period.peak
+        for key, count in period.count.items():
             if key[0] not in members:
                 continue
-            for name, method in by_source.get(key[2], ()):
-                values = series.get((key[0], key[1], name))
-                if values is None:
-                    values = series[(key[0], key[1], name)] = [None] * count
-                values[index] = as_number(derive(raw, method))
-    return {
-        "objectType": report.object_type,
-        "periodEnds": [period.end_ms for period, _ in report.periods],
-        "series": [[object_id, sub_id, name, values] for (object_id, sub_id, name), values in series.items()],
-    }
+            start = base.get(key)
+            if start is None:
+                if key[2] not in specs:
+                    continue
+                start = start_of(key)
+            for offset, (_index, method) in enumerate(specs[key[2]]):
+                column[start + offset] = total[key] / count if method == MEAN else peak[key]
+        for key, delta in period.delta.items():
+            if key[0] not in members:
+                continue
+            start = base.get(key)
+            if start is None:
+                if key[2] not in specs:
+                    continue
+                start = start_of(key)
+            column[start] = delta
+        columns.append(column)
+    for column in columns:
+        column.extend([None] * (len(series_metric) - len(column)))
+    return {"objectType": report.object_type, "periodEnds": [period.end_ms for period, _ in report.periods],
+            "measurements": list(report.measurements), "objects": list(objects), "subObjects": list(subs),
+            "seriesObject": series_object, "seriesSub": series_sub, "seriesMetric": series_metric,
+            "values": columns}

@@ -12,16 +12,14 @@ as soon as that last sample is in.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
 #: Cumulative counters are 64-bit (RFC 2863 ifHC*, libvirt, /proc); a decrease of a counter still
 #: in its upper half is a wrap-around, any other decrease a reset the backend did not announce.
 COUNTER_WRAP = 2**64
 _WRAP_FLOOR = 2**63
 
-Key = tuple[str, str | None, Hashable]  # (object id, sub-object id, raw metric)
+Key = tuple[str, str | None, Hashable]  # (object id, sub-object id, raw metric name)
 
 
 def counter_increment(previous: float, previous_epoch: int, value: float, epoch: int) -> float:
@@ -49,40 +47,63 @@ def align_up(moment_ms: int, period_ms: int) -> int:
 
 @dataclass(slots=True)
 class Window:
-    """One collection period being accumulated: gauges as [count, total, peak], counters as the
-    sum of their increments."""
+    """One collection period being accumulated.
+
+    Accumulators are kept as plain dicts of numbers keyed by the collector's interned keys, not as
+    a container per key: with 10,000 objects a period holds some 70,000 keys, and per-key lists or
+    tuples would be garbage the cyclic collector keeps re-scanning (it cost more than the
+    arithmetic itself).
+    """
 
     period_ms: int
     end_ms: int
-    gauges: dict[Key, list[float]] = field(default_factory=dict)
-    counters: dict[Key, float] = field(default_factory=dict)
+    count: dict[Key, int] = field(default_factory=dict)
+    total: dict[Key, float] = field(default_factory=dict)
+    peak: dict[Key, float] = field(default_factory=dict)
+    delta: dict[Key, float] = field(default_factory=dict)
+
+    def add(self, key: Key, value: float) -> None:
+        count = self.count.get(key)
+        if count is None:
+            self.count[key] = 1
+            self.total[key] = value
+            self.peak[key] = value
+        else:
+            self.count[key] = count + 1
+            self.total[key] += value
+            if value > self.peak[key]:
+                self.peak[key] = value
 
     def close(self) -> ClosedPeriod:
-        values: dict[Key, Any] = {key: (acc[1] / acc[0], acc[2]) for key, acc in self.gauges.items()}
-        values.update(self.counters)
-        return ClosedPeriod(self.period_ms, self.end_ms, values)
+        return ClosedPeriod(self.period_ms, self.end_ms, self.count, self.total, self.peak, self.delta)
 
 
 @dataclass(frozen=True, slots=True)
 class ClosedPeriod:
-    """A finished collection period: gauge keys map to (mean, peak), counter keys to the delta."""
+    """A finished collection period: gauges by sample count, total and peak; counters by delta."""
 
     period_ms: int
     end_ms: int
-    values: dict[Key, Any]
+    count: dict[Key, int]
+    total: dict[Key, float]
+    peak: dict[Key, float]
+    delta: dict[Key, float]
 
     @property
     def start_ms(self) -> int:
         return self.end_ms - self.period_ms
 
+    def keys(self) -> Iterator[Key]:
+        yield from self.count
+        yield from self.delta
 
-def derive(value: Any, method: str) -> float:
-    """The measurement of one closed key: ``mean``/``max`` of a gauge, ``delta`` of a counter."""
-    if method == "mean":
-        return value[0]
-    if method == "max":
-        return value[1]
-    return value
+    def value(self, key: Key, method: str) -> float:
+        """The measurement of one key: ``mean``/``max`` of a gauge, ``delta`` of a counter."""
+        if method == "mean":
+            return self.total[key] / self.count[key]
+        if method == "max":
+            return self.peak[key]
+        return self.delta[key]
 
 
 def crossing(state: str | None, value: float, level: float, hysteresis: float) -> tuple[str | None, str | None]:
