@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from functools import partial
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ from vimkit.domain.infrastructure import InfrastructureService, build_driver
 from vimkit.domain.storage import StorageService
 from vimkit.domain.network import NetworkService
 from vimkit.domain.compute import ComputeService
+from vimkit.store.network_tables import NetworkRow, PortRow
+from vimkit.store.repository import group_of
 from vimkit.domain.performance import PerformanceService
 from vimkit.infra import load_inventory
 from vimkit.logging import configure_logging
@@ -144,6 +147,10 @@ def build_services(settings: Settings) -> Services:
     services.compute = ComputeService(database, services.infrastructure, flavours, services.network,
                                       services.storage, settings.vim_id)
     services.alarms.group_resolvers["VirtualCompute"] = services.compute.group_of
+    services.alarms.group_resolvers["VirtualNetworkPort"] = partial(group_of, database, PortRow)
+    services.alarms.group_resolvers["VirtualNetwork"] = partial(group_of, database, NetworkRow)
+    services.compute.alarms = services.alarms
+    services.compute.stuck_after = settings.compute_task_alarm_seconds
     services.performance = PerformanceService(database, services.infrastructure, settings,
                                               dispatch_settings(settings).base_url)
     if settings.seed_flavours:

@@ -1,8 +1,10 @@
 """The alarm engine: one fault is one alarm, raised once, updated in place, cleared when it ends.
 
-Sources so far: the infrastructure's events (a host down is a CRITICAL equipment alarm), the
-VIM's own capacity checks (a zone or pool allocated above a configurable level), and
-notification delivery (a subscription marked FAILING). Alarms about infrastructure belong to the
+Sources: the infrastructure's events (a host down is a CRITICAL equipment alarm and the root
+cause of the alarms of the computes it took down; a link down on a host or network is the root
+cause of the alarms of the ports behind it; a failed pool of its volumes'), the compute service
+(a crashed compute, a task stuck past its deadline), the VIM's own capacity checks (a zone or pool
+allocated above a configurable level), and notification delivery (a subscription marked FAILING). Alarms about infrastructure belong to the
 operator (visible to admins); an alarm about a consumer's resource or subscription belongs to
 that consumer's resource group. Every raise, change and clear is notified through the outbox
 in the same transaction as the alarm itself.
@@ -69,6 +71,7 @@ class AlarmService:
         # object type -> resource group of an object id: alarms about a consumer's resources
         # belong to its group (registered by the services that own those resources).
         self.group_resolvers: dict[str, Any] = {}
+        self._link_roots: dict[str, str] = {}  # root LINK_DOWN event id -> its alarm id
 
     # -- raising and clearing (inside the caller's transaction) -----------------------------
     def raise_alarm(
@@ -197,12 +200,76 @@ class AlarmService:
             await asyncio.to_thread(self._volume_failed, event)
         elif event.kind is EventKind.VOLUME_RECOVERED:
             await asyncio.to_thread(self._clear, event.object_id, "storageFailure")
+        elif event.kind is EventKind.LINK_DOWN:
+            await asyncio.to_thread(self._link_down, event)
+        elif event.kind is EventKind.LINK_UP:
+            await asyncio.to_thread(self._clear, event.object_id, "linkDown")
+
+    def _group_of(self, object_type: str, object_id: str) -> str:
+        resolver = self.group_resolvers.get(object_type)
+        return (resolver(object_id) if resolver else None) or OPERATOR_GROUP
+
+    def active(self, session: Session, managed_object_id: str, probable_cause: str) -> AlarmRow | None:
+        return session.scalar(select(AlarmRow).where(AlarmRow.active_key == f"{managed_object_id}:{probable_cause}"))
+
+    def _link_down(self, event: DriverEvent) -> None:
+        """A host's or network's link is the root cause; each port behind it gets its own alarm
+        (in its owner's group) that lists the root one. Events name their root by event id."""
+        object_type = getattr(event.object_type, "value", str(event.object_type))
+        is_port = object_type == "VirtualNetworkPort"
+        root = self._link_roots.get(event.cause_event_id or "") if is_port else None
+        details = [str(event.details.get("reason") or "link down")]
+        if event.details.get("computeId"):
+            details.append(f"NIC of compute {event.details['computeId']}")
+        with self.database.write() as session:
+            row = self.raise_alarm(
+                session, managed_object_id=event.object_id, managed_object_type=object_type,
+                probable_cause="linkDown", severity="MAJOR" if is_port else "CRITICAL",
+                event_type="COMMUNICATIONS_ALARM", fault_type="NETWORK_LINK_DOWN",
+                resource_group_id=self._group_of(object_type, event.object_id), details=details,
+                is_root_cause=not is_port, correlated=[root] if root else [], event_time=event.timestamp,
+            )
+        if not is_port:
+            self._link_roots[event.event_id] = row.id
+            while len(self._link_roots) > 10_000:  # correlation is for fresh events; keep the map bounded
+                self._link_roots.pop(next(iter(self._link_roots)))
+
+    # -- computes (called by the compute service inside its own transaction) ---------------
+    def compute_crashed(self, session: Session, compute_id: str, resource_group_id: str, reason: str,
+                        host_id: str | None, caused_by_host: bool) -> AlarmRow:
+        correlated = []
+        details = [reason]
+        if caused_by_host and host_id is not None:
+            root = self.active(session, host_id, "hostUnreachable")
+            if root is not None:
+                correlated.append(root.id)
+                details.append("root cause: its host is down")
+        return self.raise_alarm(
+            session, managed_object_id=compute_id, managed_object_type="VirtualCompute",
+            probable_cause="computeCrashed", severity="MAJOR", event_type="PROCESSING_ERROR_ALARM",
+            fault_type="COMPUTE_CRASH", resource_group_id=resource_group_id, details=details,
+            correlated=correlated,
+        )
+
+    def compute_stuck(self, session: Session, compute_id: str, resource_group_id: str, operation: str,
+                      seconds: float) -> AlarmRow:
+        return self.raise_alarm(
+            session, managed_object_id=compute_id, managed_object_type="VirtualCompute",
+            probable_cause="transitionTimeout", severity="MINOR", event_type="PROCESSING_ERROR_ALARM",
+            fault_type="STUCK_TRANSITION", resource_group_id=resource_group_id,
+            details=[f"{operation} has not finished after {seconds:.0f} s"],
+        )
+
+    def clear_all(self, session: Session, managed_object_id: str) -> None:
+        """The object is gone: every active alarm about it is cleared."""
+        for row in session.scalars(select(AlarmRow).where(AlarmRow.managed_object_id == managed_object_id,
+                                                          AlarmRow.active_key.is_not(None))):
+            self.clear_alarm(session, managed_object_id, row.probable_cause)
 
     def _volume_failed(self, event: DriverEvent) -> None:
         """A failed volume belongs to its consumer; a failed pool is the operator's."""
         object_type = getattr(event.object_type, "value", str(event.object_type))
-        resolver = self.group_resolvers.get(object_type)
-        group = (resolver(event.object_id) if resolver else None) or OPERATOR_GROUP
+        group = self._group_of(object_type, event.object_id)
         with self.database.write() as session:
             self.raise_alarm(
                 session, managed_object_id=event.object_id, managed_object_type=object_type,

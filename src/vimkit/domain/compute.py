@@ -95,17 +95,26 @@ class ComputeService(ComputeOperations):
         self.vim_id = vim_id
         self.rules = ComputeRules(database, infrastructure)
         self.commits = GroupCommit(database)
+        self.alarms: Any = None  # the AlarmService, when fault management runs
+        self.stuck_after = 600.0  # seconds after which a running task raises an alarm
         self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._stuck_tasks: set[str] = set()
         infrastructure.add_event_listener(self.handle_event)
         infrastructure.add_admin_listener(self.handle_admin_state)
 
     # ------------------------------------------------------------------ tasks
 
-    def spawn(self, compute_id: str, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(work, name=f"compute-{compute_id}")
+    def spawn(self, compute_id: str, work: Coroutine[Any, Any, Any], operation: str = "ALLOCATE") -> asyncio.Task[Any]:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(work, name=f"compute-{compute_id}")
         self._tasks[compute_id] = task
+        watchdog = loop.call_later(self.stuck_after, self._stuck, compute_id, operation)
 
         def done(finished: asyncio.Task[Any]) -> None:
+            watchdog.cancel()
+            if self.alarms is not None and compute_id in self._stuck_tasks:
+                self._stuck_tasks.discard(compute_id)
+                loop.create_task(asyncio.to_thread(self._clear_alarm, compute_id, "transitionTimeout"))
             if self._tasks.get(compute_id) is finished:
                 del self._tasks[compute_id]
             if not finished.cancelled() and finished.exception() is not None:
@@ -115,6 +124,23 @@ class ComputeService(ComputeOperations):
 
         task.add_done_callback(done)
         return task
+
+    def _stuck(self, compute_id: str, operation: str) -> None:
+        if self.alarms is None:
+            return
+        self._stuck_tasks.add(compute_id)
+
+        def raise_alarm() -> None:
+            with self.database.write() as session:
+                group = session.scalar(select(ComputeRow.resource_group_id).where(ComputeRow.id == compute_id))
+                if group is not None:
+                    self.alarms.compute_stuck(session, compute_id, group, operation, self.stuck_after)
+
+        asyncio.get_running_loop().create_task(asyncio.to_thread(raise_alarm))
+
+    def _clear_alarm(self, compute_id: str, probable_cause: str) -> None:
+        with self.database.write() as session:
+            self.alarms.clear_alarm(session, compute_id, probable_cause)
 
     async def stop(self) -> None:
         """Let running tasks finish for a moment; what is still running is finished by :meth:`recover`."""
@@ -181,7 +207,10 @@ class ComputeService(ComputeOperations):
         check_if_match(if_match, row)
         if expect is not None and row.state not in expect:
             raise conflict(f"compute '{compute_id}' is {row.state}")
+        was_crashed = row.body.get("runningState") == "CRASHED"
         self.save(row, edit(dict(row.body)))
+        if was_crashed and row.body.get("runningState") not in ("CRASHED", None) and self.alarms is not None:
+            self.alarms.clear_alarm(session, compute_id, "computeCrashed")
         if claim is not None:
             self.infra.record_claim(session, "compute", compute_id, claim.to_dict())
         if change_type is not None:
@@ -421,7 +450,7 @@ class ComputeService(ComputeOperations):
 
         row = await asyncio.to_thread(self.change, principal, compute_id, begin, None, if_match=if_match,
                                       expect=("ALLOCATED", "FAILED"))
-        return row, self.spawn(compute_id, self._terminate(row))
+        return row, self.spawn(compute_id, self._terminate(row), "TERMINATE")
 
     async def _terminate(self, row: ComputeRow) -> None:
         compute_id = row.id
@@ -460,6 +489,8 @@ class ComputeService(ComputeOperations):
                 return
             self.notify(session, row, "REMOVED")
             self.infra.forget_claim(session, compute_id)
+            if self.alarms is not None:
+                self.alarms.clear_all(session, compute_id)
             session.delete(row)
 
     async def terminate(self, principal: Principal, compute_ids: list[str], timeout: float = 60.0) -> list[str]:
@@ -535,26 +566,48 @@ class ComputeService(ComputeOperations):
     # ------------------------------------------------------------------ infrastructure events
 
     async def handle_event(self, event: DriverEvent) -> None:
-        if event.object_type is not ObjectType.COMPUTE or event.kind not in (EventKind.COMPUTE_CRASHED,
-                                                                            EventKind.COMPUTE_STATE):
-            return
+        if event.object_type is ObjectType.COMPUTE and event.kind in (EventKind.COMPUTE_CRASHED,
+                                                                       EventKind.COMPUTE_STATE):
+            await asyncio.to_thread(self._guest_changed, event)
+        elif event.object_type is ObjectType.PORT and event.kind in (EventKind.LINK_DOWN, EventKind.LINK_UP):
+            compute_id = event.details.get("computeId")
+            if compute_id:
+                await asyncio.to_thread(self._link_changed, str(compute_id), event.object_id,
+                                        event.kind is EventKind.LINK_UP)
+
+    def _guest_changed(self, event: DriverEvent) -> None:
+        """A crash (or the guest coming back) the VIM did not ask for: state, notification and
+        alarm in one transaction."""
         crashed = event.kind is EventKind.COMPUTE_CRASHED
-        state = "CRASHED" if crashed else str(event.details.get("state") or event.details.get("runningState") or "RUNNING")
+        state = "CRASHED" if crashed else str(event.details.get("runningState") or "RUNNING")
+        reason = str(event.details.get("reason") or ("guest crashed" if crashed else "guest state changed"))
 
         def apply(body: dict[str, Any]) -> dict[str, Any]:
             body["runningState"] = state
             body["operationalState"] = "DISABLED" if crashed else "ENABLED"
-            if event.details.get("reason"):
-                body["stateReason"] = str(event.details["reason"])
-            else:
-                body.pop("stateReason", None)
+            body["stateReason"] = reason
             return body
 
         try:
-            await asyncio.to_thread(self.change, None, event.object_id, apply, "MODIFIED",
-                                    expect=("ALLOCATED", "UPDATING"))
+            with self.database.write() as session:
+                row = self.change_in(session, None, event.object_id, apply, "MODIFIED", expect=("ALLOCATED", "UPDATING"))
+                if crashed and self.alarms is not None:
+                    self.alarms.compute_crashed(session, row.id, row.resource_group_id, reason, row.host_id,
+                                                caused_by_host=event.cause_event_id is not None)
         except ApiError as exc:
             log.info("compute event %s for %s ignored: %s", event.kind.value, event.object_id, exc.detail)
+
+    def _link_changed(self, compute_id: str, port_id: str, up: bool) -> None:
+        def apply(body: dict[str, Any]) -> dict[str, Any]:
+            body["virtualNetworkInterface"] = [
+                {**nic, "operationalState": "ENABLED" if up else "DISABLED"} if nic.get("networkPortId") == port_id
+                else nic for nic in body.get("virtualNetworkInterface") or []]
+            return body
+
+        try:
+            self.change(None, compute_id, apply, "MODIFIED")
+        except ApiError:
+            return
 
     def handle_admin_state(self, host_id: str, admin_state: str) -> None:
         """A host entering or leaving MAINTENANCE (or DISABLED) is a change of each compute on it."""

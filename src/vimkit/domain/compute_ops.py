@@ -139,7 +139,7 @@ class ComputeOperations:
             await asyncio.to_thread(self.change, None, compute_id, finished, "MODIFIED",
                                     claim=claim_after() if claim_after else None)
 
-        return row, self.spawn(compute_id, run())
+        return row, self.spawn(compute_id, run(), operation)
 
     async def _driver_state(self: ComputeService, compute_id: str, fallback: str | None) -> str | None:
         try:

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 from sqlalchemy import ColumnElement, Select, func, or_, select, true
@@ -42,6 +42,9 @@ class Visibility:
         if shared is not None:
             return or_(own, shared.is_(True))
         return own
+
+if TYPE_CHECKING:
+    from vimkit.store.db import Database
 
 
 def visibility_of(principal: Principal) -> Visibility:
@@ -154,3 +157,9 @@ def check_if_match(if_match: str | None, row: DocumentMixin) -> None:
             f"If-Match {if_match} does not match the current ETag {current}",
             cause=Cause.PRECONDITION_FAILED,
         )
+
+
+def group_of(database: "Database", model: type[DocumentMixin], resource_id: str) -> str | None:
+    """The resource group owning a document (for alarms raised by the infrastructure)."""
+    with database.read() as session:
+        return session.scalar(select(model.resource_group_id).where(model.id == resource_id))
