@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from vimkit.api.problems import ApiError, Cause, conflict, invalid
 from vimkit.auth.principal import Principal
+from vimkit.auth.scopes import ADMIN_SCOPE
 from vimkit.domain.infrastructure import driver_error
 from vimkit.drivers.base import DriverError
 from vimkit.models.common import AffinityOrAntiAffinityConstraint
@@ -243,3 +244,8 @@ def disk_document(volume: dict[str, Any], compute_id: str) -> dict[str, Any]:
     if device:
         disk["device"] = device
     return disk
+
+
+def system_principal(group: str) -> Principal:
+    """Acts for the VIM itself (recovery, infrastructure events) inside one resource group."""
+    return Principal("vimkit-system", group, frozenset({ADMIN_SCOPE}))

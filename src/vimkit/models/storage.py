@@ -13,7 +13,6 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from vimkit.models.common import (
     AffinityOrAntiAffinityConstraint,
-    AffinityResourceList,
     AffinityScope,
     AffinityType,
     Enforcement,
