@@ -103,8 +103,13 @@ async def run(base_url: str, token: str, seconds: float, concurrency: int, store
             return httpx.Response(599)
         return response
 
+    async def flavour(client: httpx.AsyncClient, index: int) -> httpx.Response:
+        return await client.get("/compute/v1/flavours/m1.tiny")
+
     print("| scenario | requests/s | p50 | p99 | requests | errors |")
     print("|---|---|---|---|---|---|")
+    report("baseline: GET one flavour (same server, same run)",
+           await drive(base_url, token, seconds, concurrency, flavour, 200))
     report("Allocate `POST /compute/v1/computes` → 201 ALLOCATING",
            await drive(base_url, token, seconds, concurrency, allocate, 201))
     await asyncio.sleep(2)  # let the background completions of the first scenario drain
