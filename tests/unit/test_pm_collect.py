@@ -44,7 +44,7 @@ def test_means_peaks_and_deltas_with_a_counter_reset_mid_period() -> None:
         reports += outcome.reports
     (report,) = reports
     assert (report.start_ms, report.end_ms, report.final) == (0, 20_000, False)
-    series = report_series(report)
+    series = report_series(report)[0]
     assert series["periodEnds"] == [10_000, 20_000]
     assert values(series, "vm1", "VCpuUsageMean") == [15.0, 35.0]
     assert values(series, "vm1", "VCpuUsagePeak") == [20.0, 40.0]
@@ -60,7 +60,7 @@ def test_a_report_holds_only_its_jobs_objects() -> None:
     reports = []
     for second in (0, 5, 10, 15, 20):
         reports += collector.ingest(second * 1000, [cpu("vm-a", 1.0), cpu("vm-b", 2.0)]).reports
-    by_job = {report.job_id: report_series(report) for report in reports}
+    by_job = {report.job_id: report_series(report)[0] for report in reports}
     assert set(by_job["a"]["objects"]) == {"vm-a"}
     assert set(by_job["b"]["objects"]) == {"vm-b"}
 
@@ -95,9 +95,9 @@ def test_missed_ticks_close_the_period_late() -> None:
     assert first.reports == []
     late = collector.ingest(25_000, [cpu("vm1", 90.0)])  # the ticks at 10, 15 and 20 s never ran
     (report,) = late.reports
-    assert report.end_ms == 10_000 and values(report_series(report), "vm1", "VCpuUsageMean") == [10.0]
+    assert report.end_ms == 10_000 and values(report_series(report)[0], "vm1", "VCpuUsageMean") == [10.0]
     (report,) = collector.ingest(30_000, [cpu("vm1", 70.0)]).reports
-    assert report.end_ms == 30_000 and values(report_series(report), "vm1", "VCpuUsageMean") == [80.0]
+    assert report.end_ms == 30_000 and values(report_series(report)[0], "vm1", "VCpuUsageMean") == [80.0]
 
 
 def test_members_change_and_forgotten_baselines() -> None:
@@ -111,4 +111,24 @@ def test_members_change_and_forgotten_baselines() -> None:
     for second, counter in ((5, 50_000), (10, 50_100), (15, 50_200), (20, 50_300)):
         reports += collector.ingest(second * 1000, [rx("vm1", counter)]).reports
     # vm1's old baseline (1,000) was forgotten: its first sample back is a new baseline
-    assert values(report_series(reports[0]), "vm1", "VNetByteIncoming") == [100, 200]
+    assert values(report_series(reports[0])[0], "vm1", "VNetByteIncoming") == [100, 200]
+
+
+def test_the_layout_is_kept_between_reports_and_silent_objects_are_not_entries() -> None:
+    from vimkit.domain.pm_export import report_entries
+
+    collector = Collector()
+    collector.add_job(job("j1", {"vm1", "vm2"}, reporting_s=10), {"vm1": "g1", "vm2": "g1"})
+    reports = []
+    for second in range(0, 25, 5):
+        samples = [cpu("vm1", 1.0)] + ([cpu("vm2", 2.0)] if second <= 10 else [])
+        reports += collector.ingest(second * 1000, samples).reports
+    first, second = reports
+    assert first.layout is second.layout  # laid out once
+    (_document, present) = report_series(first)
+    assert present == ["vm1", "vm2"]
+    document, present = report_series(second, second.layout)
+    assert present == ["vm1"]  # vm2 stopped: no values in the second report
+    entries = report_entries(document, str)
+    assert {entry["objectInstanceId"] for entry in entries} == {"vm1"}
+    assert [v["value"] for v in entries[0]["performanceValues"]] == [1]

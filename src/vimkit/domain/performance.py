@@ -227,12 +227,12 @@ class PerformanceService:
                 log.exception("notifying the crossings of threshold %s failed", threshold_id)
 
     def _store_report(self, report: ReadyReport) -> None:
-        series = report_series(report)
-        objects = series["objects"]
+        series, objects = report_series(report, report.layout)
         with self.database.write() as session:
             job = session.scalar(select(PmJobRow).where(PmJobRow.id == report.job_id).with_for_update())
-            if job is None:
-                return  # deleted while this period was being collected
+            if job is None:  # deleted while this period was being collected
+                self.collector.remove_job(report.job_id)
+                return
             if report.final:
                 self._finish(job)
             if not objects:

@@ -44,6 +44,7 @@ class JobState:
     next_report_ms: int = 0
     pending: list[tuple[ClosedPeriod, frozenset[str]]] = field(default_factory=list)
     finished: bool = False
+    layout: ReportLayout | None = None
 
     def __post_init__(self) -> None:
         if not self.next_report_ms:
@@ -74,6 +75,7 @@ class ReadyReport:
     end_ms: int
     periods: tuple[tuple[ClosedPeriod, frozenset[str]], ...]
     final: bool
+    layout: ReportLayout | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,8 +283,10 @@ class Collector:
         pending, job.pending = job.pending, []
         if not pending:
             return None
+        if job.layout is None or job.layout.members is not job.members:
+            job.layout = ReportLayout(job.measurements, job.members)
         return ReadyReport(job.job_id, job.group, job.object_type, job.measurements, pending[0][0].start_ms,
-                           end_ms, tuple(pending), final)
+                           end_ms, tuple(pending), final, job.layout)
 
     def _evaluate(self, thresholds: list[ThresholdState], period: ClosedPeriod) -> list[Crossing]:
         wanted = frozenset().union(*(t.object_ids for t in thresholds))
@@ -320,35 +324,49 @@ class Collector:
             return newest
 
 
-def report_series(report: ReadyReport) -> dict[str, Any]:
-    """The stored form of a report, columnar and de-duplicated: the object and sub-object ids once
-    each, three small integers per series, and one list of values per collection period — so that
-    100,000 series are a handful of lists rather than 100,000 of them, and encode in one pass."""
-    specs: dict[str, list[tuple[int, str]]] = {}
-    for index, name in enumerate(report.measurements):
-        measurement = CATALOGUE[name]
-        specs.setdefault(measurement.source.value, []).append((index, measurement.method))
-    base: dict[Key, int] = {}
-    objects: dict[str, int] = {}
-    subs: dict[str, int] = {}
-    series_object: list[int] = []
-    series_sub: list[int] = []
-    series_metric: list[int] = []
-    columns: list[list[float | None]] = []
+class ReportLayout:
+    """Which series a job's reports have, in which order: kept on the job between reports, so that
+    for a job whose objects do not change (the common case) 100,000 series are laid out once
+    rather than every reporting period. Append-only while the job's members stay the same; a
+    series without a value in a report (its object stopped, or left) is simply not an entry."""
 
-    def start_of(key: Key) -> int:
-        start = base[key] = len(series_metric)
-        object_index = objects.setdefault(key[0], len(objects))
-        sub_index = -1 if key[1] is None else subs.setdefault(key[1], len(subs))
-        for metric_index, _method in specs[key[2]]:
-            series_object.append(object_index)
-            series_sub.append(sub_index)
-            series_metric.append(metric_index)
-        column.extend([None] * len(specs[key[2]]))
+    def __init__(self, measurements: tuple[str, ...], members: frozenset[str]) -> None:
+        self.members = members
+        self.measurements = measurements
+        self.specs: dict[str, list[tuple[int, str]]] = {}
+        for index, name in enumerate(measurements):
+            measurement = CATALOGUE[name]
+            self.specs.setdefault(measurement.source.value, []).append((index, measurement.method))
+        self.base: dict[Key, int] = {}
+        self.objects: dict[str, int] = {}
+        self.subs: dict[str, int] = {}
+        self.series_object: list[int] = []
+        self.series_sub: list[int] = []
+        self.series_metric: list[int] = []
+
+    def add(self, key: Key) -> int:
+        start = self.base[key] = len(self.series_metric)
+        object_index = self.objects.setdefault(key[0], len(self.objects))
+        sub_index = -1 if key[1] is None else self.subs.setdefault(key[1], len(self.subs))
+        for metric_index, _method in self.specs[key[2]]:
+            self.series_object.append(object_index)
+            self.series_sub.append(sub_index)
+            self.series_metric.append(metric_index)
         return start
 
+
+def report_series(report: ReadyReport, layout: ReportLayout | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The stored form of a report — columnar and de-duplicated: the object and sub-object ids
+    once each, three small integers per series, one list of values per collection period — and
+    the objects that have values in it."""
+    if layout is None or layout.measurements != report.measurements:
+        layout = ReportLayout(report.measurements, frozenset())
+    specs, base = layout.specs, layout.base
+    series_object = layout.series_object
+    present: set[int] = set()
+    columns: list[list[float | None]] = []
     for period, members in report.periods:
-        column: list[float | None] = [None] * len(series_metric)
+        column: list[float | None] = [None] * len(series_object)
         total, peak = period.total, period.peak
         for key, count in period.count.items():
             if key[0] not in members:
@@ -357,7 +375,9 @@ def report_series(report: ReadyReport) -> dict[str, Any]:
             if start is None:
                 if key[2] not in specs:
                     continue
-                start = start_of(key)
+                start = layout.add(key)
+                column.extend([None] * (len(series_object) - len(column)))
+            present.add(series_object[start])
             for offset, (_index, method) in enumerate(specs[key[2]]):
                 column[start + offset] = total[key] / count if method == MEAN else peak[key]
         for key, delta in period.delta.items():
@@ -367,12 +387,16 @@ def report_series(report: ReadyReport) -> dict[str, Any]:
             if start is None:
                 if key[2] not in specs:
                     continue
-                start = start_of(key)
+                start = layout.add(key)
+                column.extend([None] * (len(series_object) - len(column)))
+            present.add(series_object[start])
             column[start] = delta
         columns.append(column)
     for column in columns:
-        column.extend([None] * (len(series_metric) - len(column)))
-    return {"objectType": report.object_type, "periodEnds": [period.end_ms for period, _ in report.periods],
-            "measurements": list(report.measurements), "objects": list(objects), "subObjects": list(subs),
-            "seriesObject": series_object, "seriesSub": series_sub, "seriesMetric": series_metric,
-            "values": columns}
+        column.extend([None] * (len(series_object) - len(column)))
+    object_ids = list(layout.objects)
+    document = {"objectType": report.object_type, "periodEnds": [period.end_ms for period, _ in report.periods],
+                "measurements": list(report.measurements), "objects": object_ids, "subObjects": list(layout.subs),
+                "seriesObject": series_object, "seriesSub": layout.series_sub, "seriesMetric": layout.series_metric,
+                "values": columns}
+    return document, [object_ids[index] for index in sorted(present)]

@@ -31,8 +31,9 @@ def report_entries(series: dict[str, Any], iso: Callable[[int], str]) -> list[di
             value = column[index]
             if value is not None:
                 values.append({"timeStamp": stamp, "value": as_number(value)})
-        entry["performanceValues"] = values
-        entries.append(entry)
+        if values:
+            entry["performanceValues"] = values
+            entries.append(entry)
     return entries
 
 
