@@ -8,8 +8,9 @@ built-in inventory), then drives it with concurrent keep-alive HTTP/1.1 clients:
    transaction with the volume, its claim and the ADDED notification;
 2. ``POST /storage/v1/storages/{id}/operate`` CREATE_SNAPSHOT on the volumes just made.
 
-Attach throughput (allocate + attach) follows with computes, whose Update carries
-``virtualDiskAttach``.
+3. allocate + attach: ``POST /storage/v1/storages`` then ``PATCH /compute/v1/computes/{id}`` with
+   ``virtualDiskAttach`` (rest-binding.md §3) on one of 60 computes allocated beforehand; one
+   measured request is the pair.
 
     .venv/bin/python bench/bench_storage.py [--seconds 10] [--concurrency 8] [--database-url URL]
 """
@@ -94,10 +95,30 @@ async def run(base_url: str, token: str, seconds: float, concurrency: int) -> No
         return await client.post(f"/storage/v1/storages/{volume_id}/operate",
                                  json={"storageOperation": "CREATE_SNAPSHOT"})
 
+    computes: list[str] = []
+    async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
+        for index in range(60):
+            response = await client.post("/compute/v1/computes", headers={"Prefer": "wait=30"},
+                                         json={"computeFlavourId": "m1.tiny", "computeName": f"disk-host-{index}"})
+            response.raise_for_status()
+            computes.append(response.json()["computeId"])
+
+    async def allocate_and_attach(client: httpx.AsyncClient, index: int) -> httpx.Response:
+        response = await allocate(client, index)
+        if response.status_code != 201:
+            return response
+        return await client.patch(f"/compute/v1/computes/{computes[index % len(computes)]}",
+                                  headers={"Content-Type": "application/merge-patch+json"},
+                                  json={"virtualDiskAttach": [response.json()["storageId"]]})
+
     print("| scenario | requests/s | p50 | p99 | requests | errors |")
     print("|---|---|---|---|---|---|")
     report("allocate `POST /storage/v1/storages` (1 GB)", await drive(base_url, token, seconds, concurrency, allocate, 201))
     report("snapshot `POST …/operate` CREATE_SNAPSHOT", await drive(base_url, token, seconds, concurrency, snapshot, 200))
+    # Two requests per iteration on up to 60 computes: fewer workers than computes, so that no two
+    # pairs wait for the same compute's lock.
+    report("allocate + attach (`POST /storages`, then `PATCH /computes/{id}` virtualDiskAttach)",
+           await drive(base_url, token, seconds, concurrency, allocate_and_attach, 200))
 
 
 def main() -> None:

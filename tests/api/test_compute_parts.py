@@ -258,3 +258,28 @@ def test_parallel_allocations_never_oversubscribe(cvim: RunningServer) -> None:
         assert sum(h["usage"]["vcpusUsed"] for h in hosts) == 16
     with consumer.client() as api:
         assert len(api.get("/compute/v1/computes").json()) == 8
+
+
+def test_owner_id_and_multi_attach_through_the_compute_api(svim: RunningServer) -> None:
+    with svim.new_consumer().client() as api:
+        response = api.post("/storage/v1/storages", json={
+            "storageData": {"typeOfStorage": "volume", "sizeOfStorage": 5, "multiAttach": True},
+            "locationConstraints": {"zoneId": "zone-b"}})
+        assert response.status_code == 201, response.text
+        shared = response.json()["storageId"]
+        single = volume(api, 5, locationConstraints={"zoneId": "zone-b"})
+        first = allocate(api, locationConstraints={"zoneId": "zone-b"}, storageIds=[shared, single])
+        second = allocate(api, locationConstraints={"zoneId": "zone-b"}, storageIds=[shared])
+        owner = api.get(f"/storage/v1/storages/{shared}").json()
+        assert owner["ownerId"] == first["computeId"]
+        assert attachments(api, shared) == [first["computeId"], second["computeId"]]
+        assert api.get(f"/storage/v1/storages/{single}").json()["ownerId"] == first["computeId"]
+        assert_problem(api.patch(f"/compute/v1/computes/{second['computeId']}", headers=MERGE,
+                                 json={"virtualDiskAttach": [single]}), 409, "virtualDiskAttach/0")
+        assert_problem(api.post("/compute/v1/computes", headers=WAIT, json={
+            "computeFlavourId": "m1.small", "storageIds": [single]}), 409, "storageIds/0")
+        detached = api.patch(f"/compute/v1/computes/{first['computeId']}", headers=MERGE,
+                             json={"virtualDiskDetach": [single, shared]})
+        assert detached.status_code == 200, detached.text
+        assert "ownerId" not in api.get(f"/storage/v1/storages/{single}").json()
+        assert api.get(f"/storage/v1/storages/{shared}").json()["ownerId"] == second["computeId"]

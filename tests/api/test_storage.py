@@ -291,9 +291,18 @@ def test_update_scale_and_migrate(svim: RunningServer) -> None:
 
         assert_problem(api.post(f"{url}/migrate", json={"migrationConstraint": {"poolId": "pool-a1"}}), 409)
         assert_problem(api.post(f"{url}/migrate", json={"migrationConstraint": {"poolId": "pool-ssd"}}), 409)
+        # The backend's copy fails: the volume and both pools' capacity are as they were.
+        driver = svim.services.infrastructure.driver
+        driver.fail_next("migrate_volume", code="BACKEND_UNAVAILABLE")
+        assert_problem(api.post(f"{url}/migrate", json={"migrationConstraint": {"zoneId": "zone-b"}}), 503)
+        assert api.get(url).json()["poolId"] == "pool-a1"
+        assert capacity(api, zoneId="zone-a")["allocatedGb"] == 30
+        assert capacity(api, zoneId="zone-b", resourceTypeId="volume")["allocatedGb"] == 0
         moved = api.post(f"{url}/migrate", json={"migrationConstraint": {"zoneId": "zone-b"}})
         assert moved.status_code == 200, moved.text
         assert moved.json()["poolId"] == "pool-b" and moved.json()["zoneId"] == "zone-b"
+        backend = {v.volume_id: v.pool_id for v in asyncio.run(driver.list_volumes())}
+        assert backend[moved.json()["storageId"]] == "pool-b"
         assert capacity(api, zoneId="zone-a")["allocatedGb"] == 0
         assert capacity(api, zoneId="zone-b", resourceTypeId="volume")["allocatedGb"] == 30
         assert_problem(api.post(f"{url}/migrate", json={"migrationConstraint": {"zoneId": "zone-x"}}), 400)

@@ -424,8 +424,14 @@ class StorageService:
                 moved = self.infra.storage.move(volume_id, zone_ids, pool_id)
             except (NoValidHost, AffinityUnsatisfiable, ClaimConflict) as exc:
                 raise placement_error(exc) from exc
-            # The driver protocol has no volume-move call yet: the copy is immediate here. The
-            # claim is persisted as confirmed and confirmed in memory once that is committed.
+            try:
+                await self._driver(self.infra.driver.migrate_volume(volume_id, moved.pool_id))
+            except BaseException:
+                self.infra.storage.revert_move(volume_id)
+                raise
+            # The copy is done: the claim is persisted as confirmed, and confirmed in memory once
+            # that is committed; a failed commit moves the copy back and gives the target back.
+            source_pool = str(row.body.get("poolId"))
             confirmed = replace(moved, source_pool_id=None, source_size_gb=0)
 
             def change(body: dict[str, Any]) -> dict[str, Any]:
@@ -436,6 +442,10 @@ class StorageService:
             try:
                 updated = await asyncio.to_thread(self._modify, principal, volume_id, change, confirmed)
             except BaseException:
+                try:
+                    await self.infra.driver.migrate_volume(volume_id, source_pool)
+                except Exception:  # noqa: BLE001 - reported; the original error is what the client sees
+                    log.exception("could not move volume %s back to %s", volume_id, source_pool)
                 self.infra.storage.revert_move(volume_id)
                 raise
             self.infra.storage.confirm_move(volume_id)

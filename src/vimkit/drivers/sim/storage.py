@@ -61,6 +61,25 @@ class StorageOps(SimCore):
         self._save()
         return self._volume_info(volume)
 
+    async def migrate_volume(self, volume_id: str, pool_id: str) -> VolumeInfo:
+        """Copy a detached volume into another pool (Cinder's retype with migration)."""
+        await self._enter("migrate_volume", volume_id, pool_id)
+        volume = self._usable_volume(self._volume(volume_id))
+        pool = self._pools.get(pool_id)
+        if pool is None:
+            raise _err(DriverErrorCode.INVALID_INPUT, f"storage pool {pool_id} is not in the inventory")
+        if pool_id == volume.pool_id:
+            raise _err(DriverErrorCode.INVALID_INPUT, f"volume {volume_id} is already in pool {pool_id}")
+        if self._pool_failed(pool_id):
+            raise _err(DriverErrorCode.BACKEND_UNAVAILABLE, f"storage pool {pool_id} has failed", retryable=True)
+        if volume.attachments:
+            raise _err(DriverErrorCode.CONFLICT, f"volume {volume_id} is attached")
+        if volume.multi_attach and not pool.multiAttach:
+            raise _err(DriverErrorCode.INVALID_INPUT, f"storage pool {pool_id} has no multi-attach")
+        volume.pool_id, volume.zone_id = pool_id, pool.zoneId
+        self._save()
+        return self._volume_info(volume)
+
     async def attach_volume(self, volume_id: str, compute_id: str) -> AttachmentInfo:
         await self._enter("attach_volume", volume_id, compute_id)
         volume = self._usable_volume(self._volume(volume_id))
