@@ -134,6 +134,7 @@ def build_services(settings: Settings) -> Services:
     services.infrastructure = InfrastructureService(
         database, inventory, build_driver(inventory, settings), settings.vim_id, PlacementConfig(strategy=strategy)
     )
+    services.infrastructure.sync.replica_id = replica_id(settings)
     services.infrastructure.load()
     services.alarms = AlarmService(
         database, settings.vim_id, dispatch_settings(settings).base_url, settings.alarm_capacity_threshold,

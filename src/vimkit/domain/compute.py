@@ -280,16 +280,25 @@ class ComputeService(ComputeOperations, ComputeEvents):
     async def allocate(self, principal: Principal, data: ComputeAllocateRequest) -> tuple[ComputeRow, asyncio.Task[Any]]:
         plan = await asyncio.to_thread(self._plan, principal, data)
         try:
-            claim = self.infra.placement.claim(plan.compute_id, plan.request)
+            row, claim = await self.commits.run(lambda session: self._claim_and_insert(session, plan))
         except PlacementError as exc:
             raise placement_error(exc, "locationConstraints") from exc
-        plan.body = self._document(plan, claim)
-        try:
-            row = await self.commits.run(lambda session: self._insert(session, plan, claim))
         except BaseException:
             self.infra.placement.release(plan.compute_id)
             raise
         return row, self.spawn(plan.compute_id, self._realise(principal, plan, claim))
+
+    def _claim_and_insert(self, session: Session, plan: AllocationPlan) -> tuple[ComputeRow, Claim]:
+        """Decide and record in one transaction: on PostgreSQL under the placement lock (after
+        catching up with the other replicas), so no two replicas take the same capacity."""
+        self.infra.sync.guard(session)
+        claim = self.infra.placement.claim(plan.compute_id, plan.request)
+        try:
+            plan.body = self._document(plan, claim)
+            return self._insert(session, plan, claim), claim
+        except BaseException:
+            self.infra.placement.release(plan.compute_id)
+            raise
 
     def _insert(self, session: Session, plan: AllocationPlan, claim: Claim) -> ComputeRow:
         now = utcnow()

@@ -101,7 +101,7 @@ class ComputeOperations:
             row = await asyncio.to_thread(self.change, principal, compute_id, begin, None, expect=("ALLOCATED",))
         except BaseException:
             if undo is not None:
-                undo()
+                await asyncio.to_thread(undo)
             raise
         previous_state = row.body.get("runningState")
 
@@ -113,7 +113,7 @@ class ComputeOperations:
             except Exception as exc:  # noqa: BLE001 - reported on the compute and to a waiting client
                 error = driver_error_of(exc)
                 if undo is not None:
-                    undo()
+                    await asyncio.to_thread(undo)
                 state = await self._driver_state(compute_id, previous_state)
 
                 def failed(body: dict[str, Any]) -> dict[str, Any]:
@@ -263,14 +263,17 @@ class ComputeOperations:
             if arch != old.request.cpu_architecture:
                 wanted = replace(wanted, cpu_architecture=arch)
             moved = False
-            try:
-                claim = placement.resize(compute_id, wanted)
-            except NoValidHost:
+
+            def decide() -> Claim:
+                nonlocal moved
                 try:
-                    claim = placement.move(compute_id, None, wanted)
+                    return placement.resize(compute_id, wanted)
+                except NoValidHost:
                     moved = True
-                except PlacementError as exc:
-                    raise placement_error(exc, "computeFlavourId") from exc
+                    return placement.move(compute_id, None, wanted)
+
+            try:
+                claim = await self.infra.decide_async("compute", compute_id, decide)
             except PlacementError as exc:
                 raise placement_error(exc, "computeFlavourId") from exc
             driver = self.infra.driver
@@ -281,6 +284,7 @@ class ComputeOperations:
                     placement.revert_move(compute_id)
                 else:
                     placement.resize(compute_id, old.request)
+                self.infra.persist_claim("compute", compute_id)
 
             async def work() -> Edit:
                 if moved:
@@ -331,9 +335,14 @@ class ComputeOperations:
             if live and state not in ("RUNNING", "PAUSED"):
                 raise conflict(f"a {state} compute cannot be live-migrated; use OFFLINE_MIGRATION")
             try:
-                claim = placement.move(compute_id, MoveTarget(zone_ids, host_id, rules))
+                claim = await self.infra.decide_async(
+                    "compute", compute_id, lambda: placement.move(compute_id, MoveTarget(zone_ids, host_id, rules)))
             except PlacementError as exc:
                 raise placement_error(exc, "migrationConstraint") from exc
+
+            def undo() -> None:
+                placement.revert_move(compute_id)
+                self.infra.persist_claim("compute", compute_id)
 
             async def work() -> Edit:
                 info = await self.infra.driver.migrate_compute(compute_id, claim.host_id, live=live)
@@ -349,8 +358,7 @@ class ComputeOperations:
                 return edit
 
             return await self._task(principal, compute_id, data.migrationType.value, None, work,
-                                    undo=lambda: placement.revert_move(compute_id),
-                                    claim_after=lambda: placement.confirm_move(compute_id))
+                                    undo=undo, claim_after=lambda: placement.confirm_move(compute_id))
 
     # ------------------------------------------------------------------ update (NICs, disks, metadata)
 

@@ -33,6 +33,7 @@ from vimkit.placement import (
     UnknownHost,
     UnknownZone,
 )
+from vimkit.domain.placement_sync import PlacementSync
 from vimkit.store.db import Database
 from vimkit.store.models import FaultRow, HostStateRow, PlacementClaimRow
 from vimkit.store.repository import utcnow
@@ -76,6 +77,7 @@ class InfrastructureService:
         self.vim_id = vim_id
         self.placement = PlacementState.from_inventory(inventory, placement_config)
         self.storage = StoragePlacementState.from_inventory(inventory, locator=self.placement.locate)
+        self.sync = PlacementSync(database, self.placement, self.storage)
         self._listeners: list[EventListener] = []
         self._admin_listeners: list[Callable[[str, str], None]] = []
         self._events_task: asyncio.Task[None] | None = None
@@ -85,6 +87,7 @@ class InfrastructureService:
     def load(self) -> None:
         """Replay persisted admin states and claims into the in-memory engines."""
         with self.database.read() as session:
+            self.sync.start_from(session)  # before the claims: a change in between is replayed, not lost
             states = list(session.scalars(select(HostStateRow)))
             claims = list(session.scalars(select(PlacementClaimRow)))
         for state in states:
@@ -112,9 +115,42 @@ class InfrastructureService:
     def record_claim(self, session: Session, kind: Literal["compute", "storage"], resource_id: str,
                      claim: dict[str, Any]) -> None:
         session.merge(PlacementClaimRow(resource_id=resource_id, kind=kind, claim=claim, created_at=utcnow()))
+        self.sync.journal(session, kind, resource_id, claim)
 
     def forget_claim(self, session: Session, resource_id: str) -> None:
         session.execute(delete(PlacementClaimRow).where(PlacementClaimRow.resource_id == resource_id))
+        self.sync.journal(session, None, resource_id, None)
+
+    def decide(self, kind: Literal["compute", "storage"], resource_id: str, decision: Callable[[], Any]) -> Any:
+        """Run a placement decision (claim, resize, move) so that replicas cannot both take the
+        same capacity: on PostgreSQL under the placement lock, after catching up, with the
+        resulting claim persisted before the lock is released (see placement_sync.py). On SQLite
+        the caller persists the claim with its resource, as before. If the commit fails the
+        in-memory decision stands and the caller undoes it, as for any later failure."""
+        if not self.sync.enabled:
+            return decision()
+        with self.database.write() as session:
+            self.sync.guard(session)
+            claim = decision()
+            self.record_claim(session, kind, resource_id, claim.to_dict())
+        return claim
+
+    async def decide_async(self, kind: Literal["compute", "storage"], resource_id: str,
+                           decision: Callable[[], Any]) -> Any:
+        if not self.sync.enabled:
+            return decision()
+        return await asyncio.to_thread(self.decide, kind, resource_id, decision)
+
+    def persist_claim(self, kind: Literal["compute", "storage"], resource_id: str) -> None:
+        """After an in-memory undo on PostgreSQL: write what the claim is now (or its absence)."""
+        if not self.sync.enabled:
+            return
+        current = (self.placement if kind == "compute" else self.storage).get(resource_id)
+        with self.database.write() as session:
+            if current is None:
+                self.forget_claim(session, resource_id)
+            else:
+                self.record_claim(session, kind, resource_id, current.to_dict())
 
     def add_event_listener(self, listener: EventListener) -> None:
         self._listeners.append(listener)

@@ -239,7 +239,8 @@ class StorageService:
         request = StorageRequest(storage.sizeOfStorage, storage.typeOfStorage, zone_ids, pool_id,
                                  bool(storage.rdmaEnabled), storage.multiAttach, rules, group)
         try:
-            claim = self.infra.storage.claim(volume_id, request)
+            claim = await self.infra.decide_async("storage", volume_id,
+                                                  lambda: self.infra.storage.claim(volume_id, request))
         except PlacementError as exc:
             raise placement_error(exc) from exc
         created = False
@@ -255,6 +256,8 @@ class StorageService:
             return await asyncio.to_thread(self._insert, volume_id, group, body, claim)
         except BaseException:
             self.infra.storage.release(volume_id)
+            if self.infra.sync.enabled:
+                await asyncio.to_thread(self.infra.persist_claim, "storage", volume_id)
             if created:
                 try:
                     await self.infra.driver.delete_volume(volume_id)
@@ -385,7 +388,7 @@ class StorageService:
             raise invalid(name, f"a volume can only grow: {size_gb} GB is not more than its {current} GB")
         self._usable(row, "scale")
         try:
-            claim = self.infra.storage.resize(row.id, size_gb)
+            claim = await self.infra.decide_async("storage", row.id, lambda: self.infra.storage.resize(row.id, size_gb))
         except PlacementError as exc:
             raise placement_error(exc) from exc
         try:
@@ -398,6 +401,8 @@ class StorageService:
             return await asyncio.to_thread(self._modify, principal, row.id, change, claim)
         except BaseException:
             self.infra.storage.resize(row.id, current)
+            if self.infra.sync.enabled:
+                await asyncio.to_thread(self.infra.persist_claim, "storage", row.id)
             raise
 
     async def migrate(self, principal: Principal, volume_id: str, data: StorageMigrateRequest,
@@ -421,13 +426,16 @@ class StorageService:
                     raise conflict(f"storage '{volume_id}' is already in pool {constraint.poolId}")
                 pool_id = constraint.poolId
             try:
-                moved = self.infra.storage.move(volume_id, zone_ids, pool_id)
+                moved = await self.infra.decide_async("storage", volume_id,
+                                                      lambda: self.infra.storage.move(volume_id, zone_ids, pool_id))
             except (NoValidHost, AffinityUnsatisfiable, ClaimConflict) as exc:
                 raise placement_error(exc) from exc
             try:
                 await self._driver(self.infra.driver.migrate_volume(volume_id, moved.pool_id))
             except BaseException:
                 self.infra.storage.revert_move(volume_id)
+                if self.infra.sync.enabled:
+                    await asyncio.to_thread(self.infra.persist_claim, "storage", volume_id)
                 raise
             # The copy is done: the claim is persisted as confirmed, and confirmed in memory once
             # that is committed; a failed commit moves the copy back and gives the target back.
@@ -447,6 +455,8 @@ class StorageService:
                 except Exception:  # noqa: BLE001 - reported; the original error is what the client sees
                     log.exception("could not move volume %s back to %s", volume_id, source_pool)
                 self.infra.storage.revert_move(volume_id)
+                if self.infra.sync.enabled:
+                    await asyncio.to_thread(self.infra.persist_claim, "storage", volume_id)
                 raise
             self.infra.storage.confirm_move(volume_id)
             return updated

@@ -218,6 +218,25 @@ class PlacementClaimRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 
 
+class PlacementJournalRow(Base):
+    """Every change of a placement claim, in commit order (PostgreSQL only).
+
+    Each replica keeps placement in memory; before it decides, it replays the changes the other
+    replicas journalled since it last looked. Journal writers hold one cluster-wide advisory
+    lock until they commit, so ``seq`` order is commit order and no change is skipped.
+    ``claim`` None is a release.
+    """
+
+    __tablename__ = "placement_journal"
+
+    seq: Mapped[int] = mapped_column(SeqInteger, primary_key=True, autoincrement=True)
+    resource_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    claim: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument, nullable=True)
+    replica_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False, index=True)
+
+
 class FaultRow(Base):
     """A fault injected through the admin API (simulated infrastructure only)."""
 
