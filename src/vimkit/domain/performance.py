@@ -197,14 +197,24 @@ class PerformanceService:
                     samples = await self.infra.driver.sample_metrics(collector.sampled)
                 except DriverError as exc:
                     log.warning("sampling failed (%s); this tick has no samples", exc.message)
+            sampled = time.perf_counter()
             outcome = await asyncio.to_thread(collector.ingest, now_ms, samples)
+            derived = time.perf_counter()
             if outcome.reports or outcome.crossings:
                 await asyncio.to_thread(self._persist, outcome)
+            stored = time.perf_counter()
             dynamic = [job_id for job_id in outcome.closed_jobs
                        if job_id in self._selections and self._selections[job_id].dynamic]
             if dynamic:
                 await asyncio.to_thread(self._refresh, dynamic)
-            TICK_SECONDS.observe(time.perf_counter() - started)
+            took = time.perf_counter() - started
+            TICK_SECONDS.observe(took)
+            # An overrun means samples are being skipped: the interval is too short for this many objects.
+            log.log(logging.WARNING if took * 1000 > self.sample_ms else logging.DEBUG,
+                    "PM tick %s: %d samples in %.3f s, derived in %.3f s, %d reports and %d crossings stored in "
+                    "%.3f s, %d selections refreshed; %.3f s in all", iso(now_ms), len(samples), sampled - started,
+                    derived - sampled, len(outcome.reports), len(outcome.crossings), stored - derived, len(dynamic),
+                    took)
         if now_ms / 1000 - self._last_purge >= _PURGE_EVERY_S:
             self._last_purge = now_ms / 1000
             await asyncio.to_thread(self.purge_reports)

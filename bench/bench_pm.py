@@ -1,0 +1,174 @@
+"""Performance management benchmark: one PM job measuring 10,000 computes at a 10 s collection period.
+
+Setup (not timed): 10,000 running computes with one vNIC each are written straight into the
+simulator's state file and the ``computes`` table. Then ``vimkit serve`` runs as its own process,
+an admin creates one PM job over every compute with all ten compute measurements (the
+VirtualisedComputeResource and VirtualisedNetworkInterface groups), collection and reporting
+period 10 s, and a subscriber receives the PerformanceInformationAvailableNotifications.
+
+Measured, after one warm-up period: the server process's CPU time over wall time (from
+/proc/<pid>/stat, everything the process does: collector, report writes, notification fan-out
+and delivery), against the same process idle with the computes loaded but no job; and for each
+report, its readiness — ``readyTime − periodEnd``, the report row is written in the same
+transaction — plus the server's own ``vimkit_pm_report_ready_seconds`` histogram, which is taken
+after the commit.
+
+    .venv/bin/python bench/bench_pm.py [--computes 10000] [--periods 12] [--sample-interval 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from bench_flavours import ADMIN, free_port  # noqa: E402
+
+from tests.receivers import Receiver  # noqa: E402
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def load_computes(data_dir: Path, count: int, seed: int) -> None:
+    """Running computes, as the compute API would have left them, without going through it."""
+    from vimkit.app import build_services
+    from vimkit.config import Settings
+    from vimkit.drivers.sim.state import SimCompute, SimPort, SimState, save_state
+    from vimkit.store.compute_tables import ComputeRow
+    from vimkit.store.repository import utcnow
+
+    settings = Settings(data_dir=data_dir, admin_client_id=ADMIN[0], admin_client_secret=ADMIN[1], sim_seed=seed)
+    services = build_services(settings)
+    hosts = [(host.hostId, host.zoneId) for host in services.infrastructure.inventory.hosts]
+    services.close()
+    state = SimState()
+    now, stamp = time.time(), utcnow()
+    rows = []
+    for index in range(count):
+        compute_id, port_id = str(uuid.uuid4()), str(uuid.uuid4())
+        host_id, zone_id = hosts[index % len(hosts)]
+        state.ports[port_id] = SimPort(port_id, "bench-net", f"02:00:{index >> 16 & 255:02x}:{index >> 8 & 255:02x}:"
+                                       f"{index & 255:02x}:00", compute_id=compute_id, device="eth0")
+        state.computes[compute_id] = SimCompute(compute_id, f"node-{index}", host_id, zone_id, 2, 4096, 40, "RUNNING",
+                                                booted_at=now, created_at=now, ports=[port_id],
+                                                counters={port_id: [0, 0, 0, 0]})
+        body = {"computeId": compute_id, "computeName": f"node-{index}", "flavourId": "m1.medium",
+                "virtualCpu": {"numVirtualCpu": 2}, "virtualMemory": {"virtualMemSize": 4096},
+                "virtualNetworkInterface": [{"resourceId": port_id, "networkPortId": port_id,
+                                             "networkId": "bench-net"}],
+                "virtualDisks": [], "zoneId": zone_id, "hostId": host_id, "operationalState": "ENABLED",
+                "provisioningState": "ALLOCATED", "runningState": "RUNNING", "metadata": {"cluster": "bench"},
+                "resourceGroupId": "bench"}
+        rows.append({"id": compute_id, "resource_group_id": "bench", "created_at": stamp, "updated_at": stamp,
+                     "version": 1, "body": body, "compute_name": body["computeName"], "host_id": host_id,
+                     "zone_id": zone_id, "state": "ALLOCATED"})
+    save_state(data_dir / "sim", state.to_document(seed))
+    services = build_services(settings)
+    with services.database.write() as session:
+        session.execute(ComputeRow.__table__.insert(), rows)
+    services.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def measure_cpu(pid: int, seconds: float) -> float:
+    cpu, wall = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - cpu) / (time.monotonic() - wall)
+
+
+def parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--computes", type=int, default=10_000)
+    parser.add_argument("--periods", type=int, default=12, help="collection periods measured after warm-up")
+    parser.add_argument("--collection-period", type=int, default=10)
+    parser.add_argument("--sample-interval", type=float, default=5.0, help="VIMKIT_PM_SAMPLE_INTERVAL")
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--server-log-level", default="warning",
+                        help="debug shows each collector tick's breakdown (sampling, derivation, writes)")
+    args = parser.parse_args()
+    period = args.collection_period
+    with tempfile.TemporaryDirectory(prefix="vimkit-bench-pm-") as tmp:
+        data_dir = Path(tmp)
+        started = time.perf_counter()
+        load_computes(data_dir, args.computes, seed=0)
+        print(f"loaded {args.computes} computes in {time.perf_counter() - started:.1f} s")
+        port = free_port()
+        env = {**os.environ, "VIMKIT_ADMIN_CLIENT_ID": ADMIN[0], "VIMKIT_ADMIN_CLIENT_SECRET": ADMIN[1],
+               "VIMKIT_LOG_LEVEL": args.server_log_level, "VIMKIT_PM_SAMPLE_INTERVAL": str(args.sample_interval)}
+        server = subprocess.Popen([sys.executable, "-m", "vimkit.cli.main", "serve", "--port", str(port),
+                                   "--data-dir", str(data_dir)], env=env, stdout=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        receiver = Receiver().start()
+        try:
+            for _ in range(600):
+                try:
+                    if httpx.get(f"{base}/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+            token = httpx.post(f"{base}/oauth2/token", data={"grant_type": "client_credentials"},
+                               auth=ADMIN).json()["access_token"]
+            api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+            time.sleep(2)
+            idle = measure_cpu(server.pid, args.idle_seconds)
+            assert api.post("/performance/v1/subscriptions", json={"callbackUri": receiver.url}).status_code == 201
+            created = api.post("/performance/v1/pm_jobs", json={
+                "objectType": "VirtualCompute",
+                "performanceMetricGroup": ["VirtualisedComputeResource", "VirtualisedNetworkInterface"],
+                "collectionPeriod": period, "reportingPeriod": period})
+            assert created.status_code == 201, created.text
+            job_id = created.json()["pmJobId"]
+            # warm-up: the job's first whole period, plus the counters' first baseline
+            time.sleep(period - time.time() % period + period + 0.5)
+            busy = measure_cpu(server.pid, args.periods * period)
+            reports = api.get(f"/performance/v1/pm_jobs/{job_id}/reports").json()
+            ready = sorted(parse_time(r["readyTime"]) - parse_time(r["periodEnd"]) for r in reports)
+            metrics = api.get("/metrics").text
+            count = float(re.search(r"^vimkit_pm_report_ready_seconds_count (\S+)$", metrics, re.M).group(1))
+            total = float(re.search(r"^vimkit_pm_report_ready_seconds_sum (\S+)$", metrics, re.M).group(1))
+            within = float(re.search(r'^vimkit_pm_report_ready_seconds_bucket\{le="1.0"\} (\S+)$', metrics,
+                                     re.M).group(1))
+            ticks = re.search(r"^vimkit_pm_tick_seconds_sum (\S+)$", metrics, re.M).group(1)
+            tick_count = re.search(r"^vimkit_pm_tick_seconds_count (\S+)$", metrics, re.M).group(1)
+            sizes = {r["objectCount"] for r in reports}
+            notes = len(receiver.notifications)
+            print(f"vimkit PM benchmark: {args.computes} computes x 10 measurements (1 vNIC each), collection and "
+                  f"reporting period {period} s, sample interval {args.sample_interval:g} s, SQLite, {os.cpu_count()} cores")
+            print(f"server CPU idle (computes loaded, no job): {idle * 100:5.1f} % of one core")
+            print(f"server CPU with the job, {args.periods} periods: {busy * 100:5.1f} % of one core "
+                  f"(collector share {max(0.0, busy - idle) * 100:.1f} %)")
+            print(f"collector ticks: {tick_count}, mean {float(ticks) / float(tick_count) * 1000:.0f} ms "
+                  f"(sampling + derivation + writes)")
+            print(f"reports: {len(reports)} (objects per report {sorted(sizes)}), notifications received {notes}")
+            print(f"readiness (readyTime - periodEnd): p50 {ready[len(ready) // 2] * 1000:.0f} ms, "
+                  f"max {ready[-1] * 1000:.0f} ms")
+            print(f"readiness after commit (server histogram): mean {total / count * 1000:.0f} ms, "
+                  f"{within:.0f} of {count:.0f} within 1 s")
+        finally:
+            receiver.stop()
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
