@@ -88,6 +88,10 @@ from vimkit.cli.admin_commands import consumers_app, keys_app  # noqa: E402
 app.add_typer(consumers_app, name="consumers")
 app.add_typer(keys_app, name="keys")
 
+from vimkit.cli.client_commands import register as _register_client_commands  # noqa: E402
+
+_register_client_commands(app)
+
 
 if __name__ == "__main__":
     app()
