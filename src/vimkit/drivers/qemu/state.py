@@ -1,0 +1,127 @@
+"""What the QEMU backend remembers across VIM restarts, as one JSON document.
+
+The processes, taps and files are the truth; this file records what they belong to (which tap
+is which port, which qcow2 is which volume, which pid runs which compute) so that a restarted VIM
+finds them again. Written through a temporary file and an atomic rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "qemu-state.json"
+
+
+@dataclass
+class VmRecord:
+    compute_id: str
+    name: str
+    host_id: str
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+    state: str                                   # the RunningState the VIM last saw or asked for
+    image_ref: str | None = None
+    kernel: str = ""
+    initrd: str = ""
+    user_data: str = ""                          # base64, for the kernel command line
+    pid: int | None = None
+    epoch: int = 0                               # bumps with every new QEMU process
+    ports: list[str] = field(default_factory=list)
+    volumes: list[list[str]] = field(default_factory=list)    # [volume id, guest device]
+    metadata: dict[str, str] = field(default_factory=dict)
+    boot_seconds: float | None = None            # launch to ready marker, last boot
+
+
+@dataclass
+class NetworkRecord:
+    network_id: str
+    network_type: str
+    segmentation_id: int | None
+    physical_network: str | None
+    mtu: int
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SubnetRecord:
+    subnet_id: str
+    network_id: str
+    cidr: str
+    gateway_ip: str | None = None
+
+
+@dataclass
+class PortRecord:
+    port_id: str
+    network_id: str
+    mac_address: str
+    fixed_ips: list[list[str]] = field(default_factory=list)  # [subnet id, address]
+    compute_id: str | None = None
+    device: str | None = None                                  # guest NIC name (eth0…)
+    tap_epoch: int = 0                                         # bumps when the tap (and its counters) go
+
+
+@dataclass
+class VolumeRecord:
+    volume_id: str
+    pool_id: str
+    size_gb: int
+    path: str
+    attachments: list[list[str]] = field(default_factory=list)  # [compute id, device]
+
+
+@dataclass
+class SnapshotRecord:
+    snapshot_id: str
+    source_id: str
+    kind: str                                   # volume | compute
+    size_gb: int
+    created_at: float
+    path: str
+
+
+_KINDS = {"vms": VmRecord, "networks": NetworkRecord, "subnets": SubnetRecord, "ports": PortRecord,
+          "volumes": VolumeRecord, "snapshots": SnapshotRecord}
+
+
+@dataclass
+class QemuState:
+    vms: dict[str, VmRecord] = field(default_factory=dict)
+    networks: dict[str, NetworkRecord] = field(default_factory=dict)
+    subnets: dict[str, SubnetRecord] = field(default_factory=dict)
+    ports: dict[str, PortRecord] = field(default_factory=dict)
+    volumes: dict[str, VolumeRecord] = field(default_factory=dict)
+    snapshots: dict[str, SnapshotRecord] = field(default_factory=dict)
+
+    def to_document(self) -> dict[str, Any]:
+        return {"version": 1, **{kind: {k: asdict(v) for k, v in getattr(self, kind).items()} for kind in _KINDS}}
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> "QemuState":
+        state = cls()
+        for kind, record in _KINDS.items():
+            names = {f.name for f in fields(record)}
+            for key, value in (document.get(kind) or {}).items():
+                getattr(state, kind)[key] = record(**{k: v for k, v in value.items() if k in names})
+        return state
+
+    def save(self, directory: Path) -> None:
+        path = directory / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w") as handle:
+            json.dump(self.to_document(), handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, directory: Path) -> "QemuState":
+        path = directory / STATE_FILE
+        if not path.exists():
+            return cls()
+        return cls.from_document(json.loads(path.read_text()))
