@@ -14,6 +14,9 @@ transaction — plus the server's own ``vimkit_pm_report_ready_seconds`` histogr
 after the commit.
 
     .venv/bin/python bench/bench_pm.py [--computes 10000] [--periods 12] [--sample-interval 5]
+
+The server runs at debug log level into its data directory, and the breakdown of the ticks that
+stored a report (driver sampling, derivation, writing) is read back from its log.
 """
 
 from __future__ import annotations
@@ -95,6 +98,17 @@ def parse_time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+def tick_breakdown(path: Path) -> tuple[float, float, float]:
+    """Medians of the sampling, derivation and write times of the ticks that stored a report."""
+    pattern = re.compile(r"PM tick \S+: \d+ samples in ([\d.]+) s, derived in ([\d.]+) s, (\d+) reports and \d+ "
+                         r"crossings stored in ([\d.]+) s")
+    rows = [(float(m[1]), float(m[2]), float(m[4])) for m in map(pattern.search, path.read_text().splitlines())
+            if m and int(m[3]) > 0]
+    if not rows:
+        return (float("nan"),) * 3  # type: ignore[return-value]
+    return tuple(sorted(column)[len(column) // 2] for column in zip(*rows))  # type: ignore[return-value]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--computes", type=int, default=10_000)
@@ -102,8 +116,6 @@ def main() -> None:
     parser.add_argument("--collection-period", type=int, default=10)
     parser.add_argument("--sample-interval", type=float, default=5.0, help="VIMKIT_PM_SAMPLE_INTERVAL")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
-    parser.add_argument("--server-log-level", default="warning",
-                        help="debug shows each collector tick's breakdown (sampling, derivation, writes)")
     args = parser.parse_args()
     period = args.collection_period
     with tempfile.TemporaryDirectory(prefix="vimkit-bench-pm-") as tmp:
@@ -113,9 +125,10 @@ def main() -> None:
         print(f"loaded {args.computes} computes in {time.perf_counter() - started:.1f} s")
         port = free_port()
         env = {**os.environ, "VIMKIT_ADMIN_CLIENT_ID": ADMIN[0], "VIMKIT_ADMIN_CLIENT_SECRET": ADMIN[1],
-               "VIMKIT_LOG_LEVEL": args.server_log_level, "VIMKIT_PM_SAMPLE_INTERVAL": str(args.sample_interval)}
+               "VIMKIT_LOG_LEVEL": "debug", "VIMKIT_PM_SAMPLE_INTERVAL": str(args.sample_interval)}
+        server_log = (data_dir / "server.log").open("w")  # debug: each collector tick's breakdown
         server = subprocess.Popen([sys.executable, "-m", "vimkit.cli.main", "serve", "--port", str(port),
-                                   "--data-dir", str(data_dir)], env=env, stdout=subprocess.DEVNULL)
+                                   "--data-dir", str(data_dir)], env=env, stdout=subprocess.DEVNULL, stderr=server_log)
         base = f"http://127.0.0.1:{port}"
         receiver = Receiver().start()
         try:
@@ -152,6 +165,7 @@ def main() -> None:
             tick_count = re.search(r"^vimkit_pm_tick_seconds_count (\S+)$", metrics, re.M).group(1)
             sizes = {r["objectCount"] for r in reports}
             notes = len(receiver.notifications)
+            breakdown = tick_breakdown(data_dir / "server.log")
             print(f"vimkit PM benchmark: {args.computes} computes x 10 measurements (1 vNIC each), collection and "
                   f"reporting period {period} s, sample interval {args.sample_interval:g} s, SQLite, {os.cpu_count()} cores")
             print(f"server CPU idle (computes loaded, no job): {idle * 100:5.1f} % of one core")
@@ -164,10 +178,13 @@ def main() -> None:
                   f"max {ready[-1] * 1000:.0f} ms")
             print(f"readiness after commit (server histogram): mean {total / count * 1000:.0f} ms, "
                   f"{within:.0f} of {count:.0f} within 1 s")
+            print("report ticks, median: driver sampling {:.0f} ms, derivation {:.0f} ms, report + notification "
+                  "written {:.0f} ms".format(*(value * 1000 for value in breakdown)))
         finally:
             receiver.stop()
             server.terminate()
             server.wait(timeout=30)
+            server_log.close()
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import logging
 import time
 import uuid
 import zlib
-from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -89,6 +88,10 @@ def iso(moment_ms: int | datetime) -> str:
     return moment_ms.isoformat().replace("+00:00", "Z")
 
 
+def _epoch_ms(text: str) -> int:
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
 def _aware(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
@@ -119,7 +122,6 @@ class PerformanceService:
         self.clock = clock
         self.autorun = True
         self.collector = Collector()
-        self.ready_latencies: deque[float] = deque(maxlen=10_000)
         self._selections: dict[str, _Selection] = {}
         self._object_types: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
@@ -155,7 +157,7 @@ class PerformanceService:
             jobs = list(session.scalars(select(PmJobRow).where(PmJobRow.finished.is_(False))))
             for row in jobs:
                 boundary = row.body.get("reportingBoundary")
-                if boundary and datetime.fromisoformat(boundary.replace("Z", "+00:00")).timestamp() * 1000 <= now_ms:
+                if boundary and _epoch_ms(boundary) <= now_ms:
                     self._finish(row)
             thresholds = list(session.scalars(select(PmThresholdRow)))
         for row in jobs:
@@ -273,9 +275,7 @@ class PerformanceService:
                 log.info("report of PM job %s ending %s exists already", report.job_id, iso(report.end_ms))
                 return
         REPORTS.inc()
-        latency = self.clock() - report.end_ms / 1000
-        self.ready_latencies.append(latency)
-        READY_SECONDS.observe(max(0.0, latency))
+        READY_SECONDS.observe(max(0.0, self.clock() - report.end_ms / 1000))
 
     def _store_crossings(self, threshold_id: str, items: list[Any]) -> None:
         with self.database.write() as session:
@@ -409,8 +409,7 @@ class PerformanceService:
             found = self._select(session, body["objectType"], selection)
         collection_ms = body["collectionPeriod"] * 1000
         boundary = body.get("reportingBoundary")
-        boundary_ms = (int(datetime.fromisoformat(boundary.replace("Z", "+00:00")).timestamp() * 1000)
-                       if boundary else None)
+        boundary_ms = _epoch_ms(boundary) if boundary else None
         self._selections[row.id] = selection
         self._object_types[row.id] = body["objectType"]
         self.collector.add_job(JobState(

@@ -7,8 +7,8 @@ arithmetic testable with a fake clock and hand-made samples.
 
 Cost model (docs/performance.md): one pass over the tick's samples computes every counter
 increment once, then each distinct collection period length adds them into its one window —
-jobs and thresholds with the same period share it. Per sample that is a few dict operations on
-tuples; no objects are created per sample beyond the driver's own.
+jobs and thresholds with the same period share it. Per sample that is a few dict operations, and
+nothing made for a sample outlives the tick (keys are interned, accumulators are plain numbers).
 """
 
 from __future__ import annotations
