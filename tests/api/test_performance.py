@@ -425,3 +425,25 @@ def test_catalogue_listing_deletion_boundary_and_metrics_exposition(pm: Pm) -> N
         assert_problem(api.get(a_report), 404)
         assert_problem(api.get(f"/performance/v1/pm_jobs/{dropped['pmJobId']}"), 404)
         assert [job["pmJobId"] for job in api.get("/performance/v1/pm_jobs").json()] == [kept["pmJobId"]]
+
+
+def test_reports_expire_after_the_retention(database_url: str, tmp_path: Path, receiver: Receiver) -> None:
+    clock = FakeClock(T0)
+    server = start_pm_server(tmp_path / "data", database_url, clock, pm_report_retention_hours=0.01)  # 36 s
+    try:
+        with server.new_consumer().client() as api:
+            api.post("/performance/v1/subscriptions", json={"callbackUri": receiver.url,
+                                                            "filter": {"pmJobIds": ["someone-else"]}})
+            node = compute(api)
+            job = create_job(api, objectInstanceIds=[node["computeId"]])
+            pm = Pm(server, clock)
+            pm.tick(0, 10)
+            (first, second) = reports(api, job["pmJobId"])
+            assert first["expiryTime"] == stamp(5 + 36)
+            pm.tick(60, 60)  # the collector purges once a minute; the two reports have expired
+            assert [r["periodEnd"] for r in reports(api, job["pmJobId"])] == [stamp(60)]
+            assert_problem(api.get(second["_links"]["self"]["href"]), 404)
+        time.sleep(0.3)
+        assert receiver.notifications == []  # filtered out by pmJobIds
+    finally:
+        server.stop()

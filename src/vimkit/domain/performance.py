@@ -305,7 +305,7 @@ class PerformanceService:
 
     def purge_reports(self) -> int:
         with self.database.write() as session:
-            result = session.execute(delete(PmReportRow).where(PmReportRow.expires_at < utcnow()))
+            result = session.execute(delete(PmReportRow).where(PmReportRow.expires_at < self._now()))
         return int(result.rowcount or 0)
 
     # ------------------------------------------------------------------ object selection
