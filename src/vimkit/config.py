@@ -102,6 +102,20 @@ class Settings(BaseSettings):
     sim_latency_scale: float = Field(
         1.0, ge=0, le=100, description="Multiplies the simulated operation latencies; 0 disables them."
     )
+    # --- QEMU backend (docs/qemu.md) ---
+    qemu_accel: Literal["auto", "kvm", "tcg"] = Field(
+        "auto", description="QEMU accelerator; auto uses KVM only where the CPU has VT-x/SVM."
+    )
+    qemu_guest_dir: Path | None = Field(
+        None, description="Default guest (vmlinuz + initramfs.img); default <data_dir>/qemu/guest."
+    )
+    qemu_boot_timeout: float = Field(120.0, gt=0, le=3600, description="Seconds from launch to the ready marker.")
+    qemu_stop_timeout: float = Field(
+        10.0, ge=0, le=600, description="Seconds a guest gets to honour an ACPI powerdown before it is ended."
+    )
+    qemu_max_concurrent_boots: int | None = Field(
+        None, ge=1, le=256, description="VMs booting at once; default one per CPU (TCG boots are CPU-bound)."
+    )
 
     # --- fault management (docs/faults.md) ---
     alarm_capacity_threshold: float = Field(

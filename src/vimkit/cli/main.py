@@ -49,8 +49,17 @@ def serve(
     except SettingsError as exc:
         _fail(str(exc))
         return
-    if settings.driver != "sim":
-        _fail(f"invalid setting 'driver': '{settings.driver}' is not available in this build yet (use 'sim')")
+    if settings.driver not in ("sim", "qemu"):
+        _fail(f"invalid setting 'driver': '{settings.driver}' is not available in this build yet (use 'sim' or 'qemu')")
+    if settings.driver == "qemu" and settings.inventory_file is None:
+        # A single-host backend: this machine is the inventory (written once, then editable).
+        from vimkit.drivers.qemu import local_inventory_toml
+
+        path = settings.data_dir / "qemu" / "inventory.toml"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(local_inventory_toml(path.parent))
+        settings = settings.model_copy(update={"inventory_file": path})
     from vimkit.app import build_services, create_app
     from vimkit.cli.admin_commands import tls_options
 

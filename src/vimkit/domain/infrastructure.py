@@ -344,8 +344,18 @@ class InfrastructureService:
         )
 
 
-def build_driver(inventory: Inventory, settings: Any) -> SimDriver:
-    """The simulated backend, its state kept in the data directory so it survives restarts."""
+def build_driver(inventory: Inventory, settings: Any) -> Any:
+    """The backend named by ``settings.driver``, its state kept in the data directory so it
+    survives restarts: the simulator (default) or QEMU (docs/qemu.md)."""
+    if settings.driver == "qemu":
+        from vimkit.drivers.qemu import QemuConfig, QemuDriver
+
+        state_dir = settings.data_dir / "qemu"
+        return QemuDriver(QemuConfig(
+            state_dir=state_dir, guest_dir=settings.qemu_guest_dir or state_dir / "guest",
+            accel=settings.qemu_accel, boot_timeout=settings.qemu_boot_timeout,
+            stop_timeout=settings.qemu_stop_timeout, max_concurrent_boots=settings.qemu_max_concurrent_boots,
+        ), inventory)
     state_dir = settings.data_dir / "sim"
     state_dir.mkdir(parents=True, exist_ok=True)
     return SimDriver(inventory, SimConfig(seed=settings.sim_seed, latency_scale=settings.sim_latency_scale,
