@@ -241,18 +241,23 @@ class Batch:
     """Runs calls at most ``limit`` at a time; after the first failure no new call starts, the
     ones in flight finish (so what they created is known), then the failure is raised."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, failures: list[BaseException] | None = None) -> None:
         self.semaphore = asyncio.Semaphore(limit)
-        self.failure: BaseException | None = None
+        # Shared between batches that make up one operation: a failure in one stops the others.
+        self.failures: list[BaseException] = failures if failures is not None else []
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self.failures[0] if self.failures else None
 
     async def _one(self, make: Callable[[], Awaitable[Any]]) -> Any:
         async with self.semaphore:
-            if self.failure is not None:
+            if self.failures:
                 return None
             try:
                 return await make()
             except BaseException as exc:
-                self.failure = self.failure or exc
+                self.failures.append(exc)
                 raise
 
     async def run(self, makers: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
@@ -316,10 +321,20 @@ async def apply(client: AsyncClient, spec: ClusterSpec, *, remove: bool = False,
 
 async def _allocate(client: AsyncClient, spec: ClusterSpec, state: ClusterState, concurrency: int,
                     progress: Progress, outcome: Outcome) -> None:
+    """Networks, groups and volumes start at once; each node's compute starts as soon as its own
+    volumes and the networks exist, so volume and compute allocations overlap instead of
+    waiting for each other in two barriers (the VIM spends much of each allocation waiting on
+    its backend and its database, not computing)."""
     batch = Batch(concurrency)
+    # Volumes get their own, smaller share of the connections so computes can start beside them.
+    volume_batch = Batch(max(2, concurrency // 2), batch.failures)
+    loop = asyncio.get_running_loop()
     network_ids = {name: n.networkResourceId for name, n in state.networks.items()}
-    volume_ids = {key: v.storageId for key, v in state.volumes.items()}
     group_ids = {pool: g.groupId for pool, g in state.groups.items()}
+    volumes: dict[tuple[str, int], asyncio.Future[str]] = {}
+    for key, volume in state.volumes.items():
+        volumes[key] = loop.create_future()
+        volumes[key].set_result(volume.storageId)
 
     async def network(spec_network: Any) -> None:
         if spec_network.name not in network_ids:
@@ -336,34 +351,56 @@ async def _allocate(client: AsyncClient, spec: ClusterSpec, state: ClusterState,
                 outcome.created += 1
                 progress("subnet")
 
-    async def volume(pool: Any, index: int, number: int) -> None:
+    async def volume(pool: Any, index: int, number: int) -> str:
         created = await client.storages.allocate(volume_body(spec, pool, index, number), wait=PREFER_WAIT)
         created = await _finished(client, client.storages, created, created.storageId)
-        volume_ids[(node_key(pool.name, index), number)] = created.storageId
         outcome.created += 1
         progress("volume")
+        return str(created.storageId)
 
     async def group(pool: Any) -> None:
         created = await client.compute_affinity_groups.create(group_body(spec, pool))
         group_ids[pool.name] = created.groupId
 
-    first: list[Callable[[], Awaitable[Any]]] = [lambda n=n: network(n) for n in spec.networks]
-    first += [lambda p=p: group(p) for p in spec.nodePools if p.antiAffinity and p.name not in group_ids]
-    first += [lambda p=p, i=i, v=v: volume(p, i, v) for p in spec.nodePools for i in range(p.count)
-              for v in range(len(p.volumes)) if (node_key(p.name, i), v) not in volume_ids]
-    await batch.run(first)
+    # Networks, subnets and groups are few and every compute needs them: they go first, outside
+    # the batch limit, while the volumes queue up behind them.
+    infrastructure = asyncio.gather(*(network(n) for n in spec.networks),
+                                    *(group(p) for p in spec.nodePools if p.antiAffinity and p.name not in group_ids))
+    for pool in spec.nodePools:
+        for index in range(pool.count):
+            for number in range(len(pool.volumes)):
+                key = (node_key(pool.name, index), number)
+                if key not in volumes:
+                    volumes[key] = asyncio.ensure_future(volume_batch._one(lambda p=pool, i=index, n=number: volume(p, i, n)))
 
-    async def compute(pool: Any, index: int) -> None:
-        volumes = [volume_ids[(node_key(pool.name, index), v)] for v in range(len(pool.volumes))]
-        body = compute_body(spec, pool, index, network_ids, volumes, group_ids.get(pool.name))
+    async def allocate_compute(pool: Any, index: int, ids: list[str]) -> None:
+        body = compute_body(spec, pool, index, network_ids, ids, group_ids.get(pool.name))
         created = await client.computes.allocate(body, wait=PREFER_WAIT)
         await _finished(client, client.computes, created, created.computeId)
         outcome.created += 1
         progress("compute")
 
+    async def node(pool: Any, index: int) -> None:
+        # The volumes are awaited outside the compute batch, so a waiting node holds no slot.
+        ids = [await volumes[(node_key(pool.name, index), v)] for v in range(len(pool.volumes))]
+        if ids and any(i is None for i in ids):
+            return  # its volume was skipped after another failure
+        await batch._one(lambda: allocate_compute(pool, index, ids))
+
     # Control-plane style pools (anti-affinity) first: their hosts are the scarce ones.
     nodes = sorted(missing_nodes(spec, state), key=lambda item: (not item[0].antiAffinity,))
-    await batch.run([lambda p=p, i=i: compute(p, i) for p, i in nodes])
+    try:
+        try:
+            await infrastructure
+        except BaseException as exc:
+            batch.failures.append(exc)  # no further volume starts
+            raise
+        await asyncio.gather(*(node(p, i) for p, i in nodes), return_exceptions=True)
+    finally:
+        # Whatever happened, every volume call has ended before the caller looks at what exists.
+        await asyncio.gather(*volumes.values(), return_exceptions=True)
+    if batch.failure is not None:
+        raise batch.failure
 
 
 async def _update(client: AsyncClient, spec: ClusterSpec, state: ClusterState, concurrency: int) -> int:
@@ -486,7 +523,15 @@ async def _quietly(call: Awaitable[Any]) -> None:
         pass  # already gone: what deletion wants
 
 
-async def delete_resources(client: AsyncClient, state: ClusterState) -> None:
+async def _terminate_compute(client: AsyncClient, compute_id: str) -> None:
+    try:
+        if await client.computes.terminate(compute_id, wait=PREFER_WAIT) is not None:
+            await client.computes.wait_gone(compute_id, timeout=300)
+    except NotFound:
+        pass
+
+
+async def delete_resources(client: AsyncClient, state: ClusterState, concurrency: int = 32) -> None:
     """A.2.3 in dependency order: computes (they hold ports and volume attachments), then volumes,
     subnets, networks and groups. Subscriptions and PM jobs go first so that nobody is told about
     the teardown of a cluster that is being deleted on purpose."""
@@ -494,13 +539,13 @@ async def delete_resources(client: AsyncClient, state: ClusterState) -> None:
                          *(_quietly(client.pm_jobs.delete(j.pmJobId)) for j in state.pm_jobs))
     surplus = {kind: [r for k, r in state.surplus if k == kind] for kind in ("compute", "volume", "subnet",
                                                                               "network", "group")}
+    # One DELETE per resource, many at a time: the batch terminate endpoints work through
+    # their list one by one, which for a hundred computes is several times slower.
+    batch = Batch(concurrency)
     computes = [c.computeId for c in (*state.computes.values(), *surplus["compute"])]
-    if computes:
-        await client.computes.terminate_many(computes)
-        await asyncio.gather(*(_quietly(client.computes.wait_gone(c, timeout=120)) for c in computes))
+    await batch.run([lambda c=c: _terminate_compute(client, c) for c in computes])
     volumes = [v.storageId for v in (*state.volumes.values(), *surplus["volume"])]
-    if volumes:
-        await client.storages.terminate_many(volumes)
+    await batch.run([lambda v=v: _quietly(client.storages.delete(v)) for v in volumes])
     subnets = [s.resourceId for s in (*state.subnets.values(), *surplus["subnet"])]
     if subnets:
         await client.subnets.terminate_many(subnets)
