@@ -22,6 +22,8 @@ import argparse
 import asyncio
 import os
 import random
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,6 +53,73 @@ vcpus = 64
 memoryMb = 262144
 diskGb = 4000
 """ for z in "ab")
+
+
+WRK_SCRIPT = """
+counter = 0
+request = function()
+  counter = counter + 1
+  local path = string.gsub(template, "{n}", string.format("%06d", (counter * 7919) % count))
+  local payload = string.gsub(body, "{n}", tostring(counter))
+  if payload == "" then
+    return wrk.format(method, path, extra)
+  end
+  return wrk.format(method, path, extra, payload)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %f %f\\n", summary.requests,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def drive_wrk(base_url: str, token: str, name: str, method: str, template: str, body: str, seconds: float,
+              connections: int, workdir: Path, count: int = 1, prefer: str | None = None) -> None:
+    """One scenario with wrk (C, one thread), so that the load generator does not starve the server
+    of the CPU an httpx client would take on this 2-core machine; prints a table row."""
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    if prefer:
+        headers["Prefer"] = prefer
+    extra = "{" + ", ".join(f'["{k}"] = "{v}"' for k, v in headers.items()) + "}"
+    script = workdir / "bench.lua"
+    escaped = body.replace('"', '\\"')
+    script.write_text(f'method = "{method}"\ntemplate = "{template}"\ncount = {count}\nbody = "{escaped}"\n'
+                      f"extra = {extra}\n" + WRK_SCRIPT)
+    output = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "-s", str(script), base_url],
+                            capture_output=True, text=True, check=True).stdout
+    match = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+)", output)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    assert match and rate, output
+    print(f"| {name} | {float(rate.group(1)):,.0f} | {float(match.group(3)) / 1000:.1f} ms | "
+          f"{float(match.group(4)) / 1000:.1f} ms | {match.group(1)} | {match.group(2)} |")
+
+
+def run_wrk(base_url: str, token: str, seconds: float, concurrency: int, stored: int, workdir: Path) -> None:
+    print("| scenario | requests/s | p50 | p99 | requests | errors |")
+    print("|---|---|---|---|---|---|")
+    drive_wrk(base_url, token, "baseline: GET one flavour (same server, same run)", "GET",
+              "/compute/v1/flavours/m1.tiny", "", seconds, concurrency, workdir)
+    drive_wrk(base_url, token, "Allocate `POST /compute/v1/computes` → 201 ALLOCATING", "POST",
+              "/compute/v1/computes", '{"computeFlavourId": "m1.tiny", "computeName": "wrk-{n}"}',
+              seconds, concurrency, workdir)
+    time.sleep(2)
+    drive_wrk(base_url, token, "Allocate with `Prefer: wait` → 201 ALLOCATED (POST→ALLOCATED)", "POST",
+              "/compute/v1/computes", '{"computeFlavourId": "m1.tiny", "computeName": "wrk-wait-{n}"}',
+              seconds, concurrency, workdir, prefer="wait=30")
+    if not stored:
+        return
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}) as client:
+        known = client.get("/compute/v1/computes", params={"filter": "(eq,computeName,stored-000042)"}).json()
+    drive_wrk(base_url, token, f"GET one compute ({stored:,} stored)", "GET",
+              f"/compute/v1/computes/{known[0]['computeId']}", "", seconds, concurrency, workdir)
+    drive_wrk(base_url, token, "list filtered by computeName (indexed column)", "GET",
+              "/compute/v1/computes?filter=(eq,computeName,stored-{n})", "", seconds, concurrency, workdir,
+              count=stored)
+    drive_wrk(base_url, token, "list filtered by zoneId, first page of 100", "GET",
+              "/compute/v1/computes?filter=(eq,zoneId,zone-a)", "", seconds, concurrency, workdir)
+    drive_wrk(base_url, token, "list filtered by metadata/cluster (JSON scan)", "GET",
+              "/compute/v1/computes?filter=(eq,metadata/cluster,c17)", "", seconds, concurrency, workdir)
 
 
 def seed(database_url: str, count: int, group: str) -> None:
@@ -153,7 +222,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--stored", type=int, default=100_000)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--python-client", action="store_true", help="use httpx even when wrk is installed")
     args = parser.parse_args()
+    use_wrk = shutil.which("wrk") is not None and not args.python_client
     with tempfile.TemporaryDirectory(prefix="vimkit-bench-compute-") as tmp:
         data_dir = Path(tmp)
         database_url = args.database_url or f"sqlite:///{data_dir / 'vimkit.db'}"
@@ -186,8 +257,12 @@ def main() -> None:
                 admin.post("/admin/v1/consumers", json={"consumerName": "bench", "resourceGroupId": group,
                                                         "scopes": ["compute:read"]})
             print(f"vimkit compute benchmark: {args.concurrency} concurrent connections, {args.seconds:.0f} s per "
-                  f"scenario, database {args.database_url or 'sqlite'}, simulated infrastructure without latency")
-            asyncio.run(run(base_url, token, args.seconds, args.concurrency, args.stored))
+                  f"scenario, database {args.database_url or 'sqlite'}, simulated infrastructure without latency, "
+                  f"load from {'wrk' if use_wrk else 'httpx'}")
+            if use_wrk:
+                run_wrk(base_url, token, args.seconds, args.concurrency, args.stored, data_dir)
+            else:
+                asyncio.run(run(base_url, token, args.seconds, args.concurrency, args.stored))
         finally:
             server.terminate()
             server.wait(timeout=30)

@@ -463,7 +463,7 @@ def _serve(data_dir: Path, *args: str, admin: bool = True,
             env=env, stdout=stdout, stderr=stderr,
         )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a loaded CI machine starts slowly
         while True:
             if process.poll() is not None:
                 raise AssertionError(f"vimkit serve exited: {Path(f'{out}.err').read_text()}")
