@@ -383,6 +383,10 @@ def test_bad_pm_jobs_and_thresholds_are_refused_naming_the_field(pm: Pm) -> None
                              ({"objectInstanceIds": [volume_id, "gone"]}, "objectInstanceIds/1"),
                              ({"collectionPeriod": 3}, "collectionPeriod")]:
             assert_problem(api.post("/performance/v1/thresholds", json={**good, **change}), 400, name)
+        not_a_number = api.post("/performance/v1/thresholds", content=httpx.Request("POST", "/", json=good).content
+                                .replace(b'"thresholdValue":80', b'"thresholdValue":NaN'),
+                                headers={"Content-Type": "application/json"})
+        assert_problem(not_a_number, 400)
         created = api.post("/performance/v1/thresholds", json=good)
         assert created.status_code == 201, created.text
         assert created.json()["collectionPeriod"] == 5 and created.headers["Location"].endswith(

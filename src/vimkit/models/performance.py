@@ -118,9 +118,10 @@ class PerformanceReportSummary(BaseModel):
 
 
 class ThresholdDetails(RequestModel):
-    thresholdValue: StrictNumber
+    thresholdValue: StrictNumber = Field(allow_inf_nan=False)
     hysteresis: StrictNumber = Field(
-        0.0, ge=0, description="UP above thresholdValue + hysteresis, DOWN below thresholdValue − hysteresis."
+        0.0, ge=0, allow_inf_nan=False,
+        description="UP above thresholdValue + hysteresis, DOWN below thresholdValue − hysteresis.",
     )
 
 
