@@ -307,7 +307,7 @@ class ComputeService(ComputeOperations, ComputeEvents):
                          body=body, state="ALLOCATING", host_id=claim.host_id, zone_id=claim.zone_id,
                          compute_name=body.get("computeName"))
         session.add(row)
-        self.infra.record_claim(session, "compute", plan.compute_id, claim.to_dict())
+        self.infra.record_claim(session, "compute", plan.compute_id, claim.to_dict(), new=True)
         session.flush()
         return row
 

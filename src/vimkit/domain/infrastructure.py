@@ -113,8 +113,13 @@ class InfrastructureService:
 
     # -- claims, for the compute and storage services ---------------------------------------
     def record_claim(self, session: Session, kind: Literal["compute", "storage"], resource_id: str,
-                     claim: dict[str, Any]) -> None:
-        session.merge(PlacementClaimRow(resource_id=resource_id, kind=kind, claim=claim, created_at=utcnow()))
+                     claim: dict[str, Any], *, new: bool = False) -> None:
+        """``new``: the resource has no claim row yet, so an INSERT is enough (``merge`` reads first)."""
+        row = PlacementClaimRow(resource_id=resource_id, kind=kind, claim=claim, created_at=utcnow())
+        if new and not self.sync.enabled:  # on PostgreSQL the decision may have persisted it already
+            session.add(row)
+        else:
+            session.merge(row)
         self.sync.journal(session, kind, resource_id, claim)
 
     def forget_claim(self, session: Session, resource_id: str) -> None:
