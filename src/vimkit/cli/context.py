@@ -235,6 +235,8 @@ def run_guarded(function: Callable[[], Any]) -> Any:
         fail(f"cannot reach the VIM: {exc}", EXIT_UNREACHABLE)
     except WaitTimeout as exc:
         fail(str(exc), EXIT_TIMEOUT)
+    except ValueError as exc:  # the SDK's refusal of a bad argument (an unknown API name …)
+        fail(str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
         fail("interrupted", 130)
 
