@@ -240,11 +240,14 @@ def replica_id(settings: Settings) -> str:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     services = app.state.services
     alarm_checks: asyncio.Task[None] | None = None
+    capacity_announcer: asyncio.Task[None] | None = None
     if services.infrastructure is not None:
         await services.infrastructure.start()
         if services.alarms is not None:
             faults = host_faults(services.infrastructure.driver.faults())
             await asyncio.to_thread(services.alarms.rebuild, faults)
+            capacity_announcer = asyncio.create_task(
+                services.infrastructure.announce_capacity_changes(services.settings.capacity_notify_interval))
             alarm_checks = asyncio.create_task(
                 services.alarms.run(services.infrastructure, services.settings.alarm_check_interval)
             )
@@ -259,9 +262,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if services.performance is not None:
             await services.performance.stop()
-        if alarm_checks is not None:
-            alarm_checks.cancel()
-            await asyncio.gather(alarm_checks, return_exceptions=True)
+        for background in (alarm_checks, capacity_announcer):
+            if background is not None:
+                background.cancel()
+                await asyncio.gather(background, return_exceptions=True)
         if services.compute is not None:
             await services.compute.stop()
         if services.dispatcher is not None:

@@ -122,6 +122,9 @@ class Settings(BaseSettings):
         0.9, gt=0, le=1, description="A zone or pool allocated at or above this share raises an alarm."
     )
     alarm_retention_hours: float = Field(24.0, ge=0, description="How long cleared alarms stay queryable.")
+    capacity_notify_interval: float = Field(
+        5.0, gt=0, le=3600,
+        description="At most one capacity InformationChangeNotification per zone per this many seconds.")
     compute_task_alarm_seconds: float = Field(
         600.0, gt=0, le=86_400,
         description="A compute task (allocate, operate, scale, migrate, terminate) running longer raises an alarm.")

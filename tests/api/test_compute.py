@@ -537,3 +537,23 @@ def test_compute_resource_information(svim: RunningServer) -> None:
             allocate(api, computeFlavourId="m1.medium", locationConstraints={"hostId": host})
         [zone_a] = api.get("/compute-info/v1/resource_types", params={"zoneId": "zone-a"}).json()
         assert zone_a["virtualCPU"]["numVirtualCpu"] == 2 and zone_a["zoneIds"] == ["zone-a"]
+
+
+def test_capacity_changes_are_announced_once_per_interval(tmp_path: Path, receiver: Receiver) -> None:
+    server = start_server(tmp_path / "data", f"sqlite:///{tmp_path / 'v.db'}",
+                          **compute_settings(tmp_path, capacity_notify_interval=0.3))
+    try:
+        with server.new_consumer().client() as api:
+            assert api.post("/compute-info/v1/subscriptions", json={"callbackUri": receiver.url}).status_code == 201
+            for _ in range(3):
+                allocate(api, locationConstraints={"zoneId": "zone-b"})
+            notes = receiver.wait_for(1)
+            time.sleep(1.0)  # quiet: nothing changes, nothing more is announced
+            notes = list(receiver.notifications)
+            assert all(n["notificationType"] == "InformationChangeNotification" for n in notes)
+            zones = [n for n in notes if n["resourceTypeId"] == "zone:zone-b"]
+            assert zones and len(zones) <= 3, notes
+            assert zones[-1]["changedResourceData"]["capacity"]["vcpus"]["allocated"] == 3
+            assert not [n for n in notes if n["resourceTypeId"] == "zone:zone-a"]
+    finally:
+        server.stop()

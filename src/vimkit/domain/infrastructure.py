@@ -78,6 +78,7 @@ class InfrastructureService:
         self.placement = PlacementState.from_inventory(inventory, placement_config)
         self.storage = StoragePlacementState.from_inventory(inventory, locator=self.placement.locate)
         self.sync = PlacementSync(database, self.placement, self.storage)
+        self._announced: dict[str, dict[str, Any]] = {}  # zone -> capacity last announced
         self._listeners: list[EventListener] = []
         self._admin_listeners: list[Callable[[str, str], None]] = []
         self._events_task: asyncio.Task[None] | None = None
@@ -335,6 +336,31 @@ class InfrastructureService:
             return
         with self.database.write() as session:
             self._announce_capacity(session, self.inventory.host(host_id).zoneId)
+
+    async def announce_capacity_changes(self, interval: float) -> None:
+        """Allocations change a zone's consumable capacity continuously; subscribers hear about it
+        as at most one InformationChangeNotification per zone and ``interval``, and only when
+        the zone's numbers changed (a notification per allocation would swamp them)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self._announce_changed_zones)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("capacity announcement failed; retrying")
+
+    def _announce_changed_zones(self) -> None:
+        changed = []
+        for zone in self.inventory.zones:
+            view = self.compute_capacity(zone.zoneId)
+            if self._announced.get(zone.zoneId) not in (None, view):
+                changed.append(zone.zoneId)
+            self._announced[zone.zoneId] = view
+        if changed:
+            with self.database.write() as session:
+                for zone_id in changed:
+                    self._announce_capacity(session, zone_id)
 
     def _announce_capacity(self, session: Session, zone_id: str) -> None:
         """The consumable capacity of a zone changed: an information change of the zone."""
