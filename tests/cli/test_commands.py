@@ -136,6 +136,7 @@ def test_storage_and_flavour_commands(cli: Cli) -> None:
     assert "INVALID_INPUT (400)" in refused.stderr and "virtualCpu/numVirtualCpu" in refused.stderr
 
 
+@pytest.mark.slow
 def test_alarm_pm_and_threshold_commands(cli: Cli, server: RunningServer) -> None:
     compute = cli.json("compute", "allocate", "--flavour", "m1.tiny", "--wait")
     compute_id = compute["computeId"]
@@ -217,6 +218,7 @@ def test_configuration_profiles_and_exit_codes(cli: Cli, env: dict[str, str], se
     assert "--flavour is required" in cli("compute", "allocate", code=2).stderr
 
 
+@pytest.mark.slow
 def test_watch_prints_notifications_and_unsubscribes(env: dict[str, str], cli: Cli) -> None:
     command = [str(Path(sys.executable).with_name("vimkit")), "watch", "--api", "network", "--count", "1",
                "--timeout", "60", "-o", "json"]
