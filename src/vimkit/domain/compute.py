@@ -93,6 +93,7 @@ class ComputeService(ComputeOperations, ComputeEvents):
         self.stuck_after = 600.0  # seconds after which a running task raises an alarm
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._stuck_tasks: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}  # per compute: request-time checks and decisions
         infrastructure.add_event_listener(self.handle_event)
         infrastructure.add_admin_listener(self.handle_admin_state)
 
@@ -451,8 +452,9 @@ class ComputeService(ComputeOperations, ComputeEvents):
             body["provisioningState"] = "TERMINATING"
             return body
 
-        row = await asyncio.to_thread(self.change, principal, compute_id, begin, None, if_match=if_match,
-                                      expect=("ALLOCATED", "FAILED"))
+        async with self._lock(compute_id):  # not in the middle of an Update of the same compute
+            row = await asyncio.to_thread(self.change, principal, compute_id, begin, None, if_match=if_match,
+                                          expect=("ALLOCATED", "FAILED"))
         return row, self.spawn(compute_id, self._terminate(row), "TERMINATE")
 
     async def _terminate(self, row: ComputeRow) -> None:
@@ -484,6 +486,7 @@ class ComputeService(ComputeOperations, ComputeEvents):
                 await self._quietly(self._delete_port(port_id), "delete", port_id)
         await asyncio.to_thread(self._remove, compute_id)
         self.infra.placement.release(compute_id)
+        self._locks.pop(compute_id, None)
 
     def _remove(self, compute_id: str) -> None:
         with self.database.write() as session:

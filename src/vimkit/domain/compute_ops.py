@@ -68,10 +68,9 @@ class ComputeOperations:
     _locks: dict[str, asyncio.Lock]
 
     def _lock(self: ComputeService, compute_id: str) -> asyncio.Lock:
-        locks = self.__dict__.setdefault("_locks", {})
-        lock = locks.get(compute_id)
+        lock = self._locks.get(compute_id)
         if lock is None:
-            lock = locks[compute_id] = asyncio.Lock()
+            lock = self._locks[compute_id] = asyncio.Lock()
         return lock
 
     def _current(self: ComputeService, principal: Principal, compute_id: str, if_match: str | None,
