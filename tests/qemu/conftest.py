@@ -24,7 +24,7 @@ BOOT_TIMEOUT = float(os.environ.get("VIMKIT_TEST_BOOT_TIMEOUT", "120"))
 
 def _unavailable() -> str | None:
     try:
-        import qemu.qmp  # noqa: F401
+        import qemu.qmp  # noqa: F401  (the extra is installed)
     except ImportError:
         return "qemu.qmp is not installed (pip install -e '.[qemu]')"
     for tool in ("qemu-system-x86_64", "qemu-img", "ip", "nsenter"):
@@ -70,6 +70,7 @@ def kill_leftovers(state_dir: Path, namespace: str) -> None:
         except ProcessLookupError:
             pass
     subprocess.run(["ip", "netns", "delete", namespace], capture_output=True)
+    shutil.rmtree(Path("/run") / namespace, ignore_errors=True)
 
 
 def run_driver(state_dir: Path, guest: Path, scenario: Callable[[Any], Awaitable[None]], **options: Any) -> None:

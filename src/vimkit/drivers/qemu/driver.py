@@ -10,7 +10,9 @@ running and reports as crashed those that died while the VIM was down.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from vimkit.drivers.base import (
@@ -80,6 +82,7 @@ class QemuDriver(ComputeOps, NetworkOps, StorageOps, MetricOps):
         for compute_id in list(self._vms):
             await self.delete_compute(compute_id)
         await self.namespace.delete()
+        shutil.rmtree(Path("/run") / self.namespace.name, ignore_errors=True)  # short socket paths
 
     def events(self) -> AsyncIterator[DriverEvent]:
         subscription = self._hub.subscribe()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import time
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from qemu.qmp import QMPClient
 
 from vimkit.drivers.model import DriverError, DriverErrorCode
 from vimkit.drivers.qemu.config import MIN_MEMORY_MB, READY_MARKER, QemuConfig, accel_args
-from vimkit.drivers.qemu.host import Namespace, pid_alive, run
+from vimkit.drivers.qemu.host import Namespace, pid_alive, run, short
 from vimkit.drivers.qemu.state import VmRecord
 
 log = logging.getLogger("vimkit.drivers.qemu")
@@ -69,12 +70,21 @@ class Vm:
         return self.record.compute_id
 
     @property
+    def socket_dir(self) -> Path:
+        """The VM's directory, unless that makes socket paths longer than a ``sun_path`` (108
+        bytes): then a short directory under /run derived from the namespace and compute ids, so
+        a restarted VIM finds the sockets again."""
+        if len(str(self.dir / "serial.sock")) < 100:
+            return self.dir
+        return Path("/run") / self.namespace.name / short(self.compute_id, 16)
+
+    @property
     def qmp_path(self) -> Path:
-        return self.dir / "qmp.sock"
+        return self.socket_dir / "qmp.sock"
 
     @property
     def serial_path(self) -> Path:
-        return self.dir / "serial.sock"
+        return self.socket_dir / "serial.sock"
 
     @property
     def serial_log(self) -> Path:
@@ -125,6 +135,7 @@ class Vm:
     async def launch(self, nics: Sequence[NicWiring], disks: Sequence[DiskWiring]) -> None:
         """Start the process and attach to its QMP socket (the guest then boots on its own)."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
         if not self.root_disk.exists():
             await run(self.config.qemu_img, "create", "-q", "-f", "qcow2", str(self.root_disk),
                       f"{max(1, self.record.disk_gb)}G")
@@ -249,3 +260,5 @@ class Vm:
         self.record.pid = None
         for stale in (self.qmp_path, self.serial_path, self.dir / "qemu.pid"):
             stale.unlink(missing_ok=True)
+        if self.socket_dir != self.dir:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
