@@ -23,6 +23,7 @@ from sqlalchemy import ColumnElement, select
 from vimkit.api.problems import conflict, invalid, not_found, problem_body
 from vimkit.auth.principal import Principal
 from vimkit.domain.compute_support import disk_document, driver_error_of, flavour_numbers, now_text, placement_error
+from vimkit.domain.metadata import merge_metadata
 from vimkit.drivers.base import ComputeResources, DriverError, DriverErrorCode
 from vimkit.models.compute import (
     ComputeAffinityGroup,
@@ -455,13 +456,8 @@ class ComputeOperations:
                 if change is not None:
                     nic = dict(nic)
                     if change.metadata is not None:
-                        metadata = dict(nic.get("metadata") or {})
-                        for key, value in change.metadata.items():
-                            if value is None:
-                                metadata.pop(key, None)
-                            else:
-                                metadata[key] = value
-                        nic["metadata"] = metadata
+                        nic["metadata"] = merge_metadata(nic.get("metadata"), change.metadata,
+                                                         "networkInterfaceUpdate/metadata")
                     if change.bandwidth is not None:
                         nic["bandwidth"] = change.bandwidth
                     if change.operationalState is not None:
@@ -471,15 +467,7 @@ class ComputeOperations:
             body["virtualDisks"] = [d for d in body.get("virtualDisks") or []
                                     if d["storageId"] not in patch.virtualDiskDetach] + added_disks
             if patch.metadata is not None:
-                metadata = dict(body.get("metadata") or {})
-                for key, value in patch.metadata.items():
-                    if value is None:
-                        metadata.pop(key, None)
-                    else:
-                        metadata[key] = value
-                if len(metadata) > 128:
-                    raise invalid("metadata", "at most 128 entries")
-                body["metadata"] = metadata
+                body["metadata"] = merge_metadata(body.get("metadata"), patch.metadata)
             return body
 
         return await asyncio.to_thread(self.change, principal, compute_id, edit, "MODIFIED")

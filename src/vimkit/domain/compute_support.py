@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from vimkit.api.problems import ApiError, Cause, conflict, invalid
 from vimkit.auth.principal import Principal
 from vimkit.auth.scopes import ADMIN_SCOPE
+from vimkit.domain.affinity import resolve_rules
 from vimkit.domain.infrastructure import driver_error
 from vimkit.drivers.base import DriverError
 from vimkit.models.common import AffinityOrAntiAffinityConstraint
@@ -139,30 +140,8 @@ class ComputeRules:
 
     def affinity(self, session: Session, principal: Principal, constraints: Sequence[AffinityOrAntiAffinityConstraint],
                  name: str) -> tuple[AffinityRule, ...]:
-        rules = []
-        visibility = visibility_of(principal)
-        for index, constraint in enumerate(constraints):
-            field_name = f"{name}/{index}"
-            group_id = constraint.affinityOrAntiAffinityResourceGroupId
-            if group_id is not None:
-                group = get_document(session, ComputeAffinityGroupRow, group_id, visibility)
-                if group is None:
-                    raise invalid(f"{field_name}/affinityOrAntiAffinityResourceGroupId",
-                                  f"compute affinity group '{group_id}' does not exist")
-                if group.body["type"] != constraint.type.value:
-                    raise invalid(f"{field_name}/type", f"group '{group_id}' is an {group.body['type']} group")
-                rules.append(AffinityRule(group.body["type"], group.body["scope"], group.body["enforcement"],
-                                          group_id=group_id))
-                continue
-            assert constraint.affinityOrAntiAffinityResourceList is not None
-            members = set(constraint.affinityOrAntiAffinityResourceList.resource)
-            # Another group's computes are treated as unknown ids: they constrain nothing and the
-            # answer reveals nothing about them.
-            foreign = set(session.scalars(select(ComputeRow.id).where(ComputeRow.id.in_(members),
-                                                                      ~visibility.clause(ComputeRow))))
-            rules.append(AffinityRule(constraint.type.value, constraint.scope.value, constraint.enforcement.value,
-                                      members=frozenset(members - foreign)))
-        return tuple(rules)
+        return resolve_rules(session, visibility_of(principal), constraints, name, ComputeAffinityGroupRow, ComputeRow,
+                             "compute")
 
     def nics(self, session: Session, principal: Principal, flavour: dict[str, Any],
              interfaces: Sequence[VirtualInterfaceData], name: str, offset: int = 0) -> list[NicPlan]:

@@ -29,7 +29,9 @@ from vimkit.api.problems import ApiError, Cause, conflict, invalid, not_found, p
 from vimkit.auth.principal import Principal
 from vimkit.drivers.base import DriverError, DriverErrorCode, DriverEvent, EventKind, FaultKind, ObjectType
 from vimkit.drivers.specs import VolumeSpec
+from vimkit.domain.affinity import resolve_rules
 from vimkit.domain.infrastructure import driver_error
+from vimkit.domain.metadata import merge_metadata
 from vimkit.models.storage import (
     AffinityOrAntiAffinityConstraint,
     StorageAffinityGroup,
@@ -172,31 +174,9 @@ class StorageService:
     # ------------------------------------------------------------------ affinity rules
 
     def _rules(self, principal: Principal, constraints: list[AffinityOrAntiAffinityConstraint]) -> tuple[AffinityRule, ...]:
-        rules = []
-        visibility = visibility_of(principal)
         with self.database.read() as session:
-            for index, constraint in enumerate(constraints):
-                name = f"affinityOrAntiAffinityConstraints/{index}"
-                if constraint.affinityOrAntiAffinityResourceGroupId is not None:
-                    group_id = constraint.affinityOrAntiAffinityResourceGroupId
-                    group = get_document(session, StorageAffinityGroupRow, group_id, visibility)
-                    if group is None:
-                        raise invalid(f"{name}/affinityOrAntiAffinityResourceGroupId",
-                                      f"storage affinity group '{group_id}' does not exist")
-                    if group.body["type"] != constraint.type.value:
-                        raise invalid(f"{name}/type", f"group '{group_id}' is a {group.body['type']} group")
-                    rules.append(AffinityRule(group.body["type"], group.body["scope"], group.body["enforcement"],
-                                              group_id=group_id))
-                    continue
-                assert constraint.affinityOrAntiAffinityResourceList is not None
-                members = set(constraint.affinityOrAntiAffinityResourceList.resource)
-                # Another group's volumes are treated as unknown ids: they constrain nothing and
-                # the answer tells nothing about them.
-                foreign = set(session.scalars(select(StorageRow.id).where(
-                    StorageRow.id.in_(members), ~visibility.clause(StorageRow))))
-                rules.append(AffinityRule(constraint.type.value, constraint.scope.value, constraint.enforcement.value,
-                                          members=frozenset(members - foreign)))
-        return tuple(rules)
+            return resolve_rules(session, visibility_of(principal), constraints, "affinityOrAntiAffinityConstraints",
+                                 StorageAffinityGroupRow, StorageRow, "storage")
 
     # ------------------------------------------------------------------ allocate
 
@@ -347,15 +327,7 @@ class StorageService:
                     else:
                         body["storageName"] = patch.storageName
                 if patch.metadata is not None:
-                    metadata = dict(body.get("metadata") or {})
-                    for key, value in patch.metadata.items():
-                        if value is None:
-                            metadata.pop(key, None)
-                        else:
-                            metadata[key] = value
-                    if len(metadata) > 128:
-                        raise invalid("metadata", "at most 128 entries")
-                    body["metadata"] = metadata
+                    body["metadata"] = merge_metadata(body.get("metadata"), patch.metadata)
                 return body
 
             if "storageName" not in fields and patch.metadata is None:

@@ -64,11 +64,14 @@ def _compute_document(request: Request, body: dict[str, Any]) -> dict[str, Any]:
     return with_self_link(request, body, f"{PREFIX}/computes/{body['computeId']}")
 
 
-async def _finished(request: Request, task: asyncio.Task[Any]) -> bool:
-    """Wait for ``task`` as long as ``Prefer: wait`` allows; re-raise its problem if it failed."""
+async def _finished(request: Request, task: asyncio.Task[Any], *, raise_failure: bool = True) -> bool:
+    """Wait for ``task`` as long as ``Prefer: wait`` allows; re-raise its problem if it failed
+    (unless the failure is the resource's final state, as for Allocate)."""
     wait = requested_wait(request, request.app.state.services.settings.max_prefer_wait)
     if wait is None or not await _service(request).wait_for(task, wait):
         return False
+    if not raise_failure:
+        return True
     error = task.exception()
     if isinstance(error, ApiError):
         raise error
@@ -88,7 +91,9 @@ async def allocate_compute(body: ComputeAllocateRequest, request: Request,
                            principal: Principal = Depends(current_principal)) -> Response:
     service = _service(request)
     row, task = await service.allocate(principal, body)
-    finished = await _finished(request, task)
+    # A failed allocation is a final state too: 201 with the FAILED compute and its error, which
+    # exists (and must be deleted), rather than a problem a client would retry into a second one.
+    finished = await _finished(request, task, raise_failure=False)
     if finished:
         row = await run_in_threadpool(service.get, principal, row.id)
     document = _compute_document(request, row.body)
