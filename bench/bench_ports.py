@@ -3,11 +3,15 @@
 Starts ``vimkit serve`` as a separate process (SQLite in a temporary data directory, or the
 database given with --database-url; the simulated driver with its default latencies unless
 --latency-scale says otherwise), creates one network with an IPv4 /16 subnet, then creates
---ports ports from --concurrency concurrent keep-alive clients and prints ports/s, p50 and p99.
-Every answer is checked: all 201, and no address or MAC given twice.
+--ports ports from --concurrency concurrent keep-alive connections and prints ports/s, p50 and
+p99. The load comes from wrk (C, one thread) when it is installed: an httpx client in Python
+needs about as much CPU per request as the server, and on a 2-core machine it capped the
+figure. Afterwards every port is read back through the API: all ``ALLOCATED``, none missing, no
+address or MAC given twice.
 
-    .venv/bin/python bench/bench_ports.py [--ports 3000] [--concurrency 32] [--latency-scale 1.0]
-                                          [--no-sim-persistence]
+    apt-get install -y wrk   # the load generator; without it (or with --python-client) httpx is used
+    .venv/bin/python bench/bench_ports.py [--seconds 10 | --python-client --ports 3000] [--concurrency 32]
+                                          [--latency-scale 1.0] [--no-sim-persistence]
 
 ``--no-sim-persistence`` runs the same server (built by this script instead of ``vimkit serve``)
 with the simulator keeping its state in memory only: the simulator rewrites its whole state file
@@ -19,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -66,7 +72,7 @@ async def create_ports(base_url: str, token: str, network_id: str, count: int, c
     addresses = [ip["ipAddress"] for port in answers for ip in port["fixedIps"]]
     macs = [port["macAddress"] for port in answers]
     return {
-        "created": len(answers),
+        "answered": len(answers) + len(errors),
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
         "unique": len(set(addresses)) == len(addresses) == len(answers) and len(set(macs)) == len(macs),
@@ -75,6 +81,49 @@ async def create_ports(base_url: str, token: str, network_id: str, count: int, c
         "p99_ms": latencies[max(int(len(latencies) * 0.99) - 1, 0)] * 1000,
         "seconds": elapsed,
     }
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %f %f\\n", summary.requests, summary.duration,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def create_ports_wrk(base_url: str, token: str, network_id: str, seconds: int, concurrency: int,
+                     workdir: Path) -> dict:
+    """wrk runs for a duration (it cannot stop after a number of answers)."""
+    script = workdir / "ports.lua"
+    script.write_text(f"wrk.body = '{{\"networkId\": \"{network_id}\"}}'\n" + WRK_SCRIPT)
+    output = subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "-s", str(script),
+         "-H", f"Authorization: Bearer {token}", f"{base_url}/network/v1/ports"],
+        capture_output=True, text=True, check=True).stdout
+    match = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", output)
+    assert match, output
+    requests, elapsed = int(match.group(1)), int(match.group(2)) / 1e6
+    return {"answered": requests, "errors": int(match.group(3)), "ports_per_s": requests / elapsed,
+            "p50_ms": float(match.group(4)) / 1000, "p99_ms": float(match.group(5)) / 1000,
+            "seconds": elapsed, "first_error": None}
+
+
+def check_ports(api: httpx.Client) -> dict:
+    """Every port through the API, page by page: how many, all ALLOCATED, addresses and MACs distinct."""
+    ports: list[dict] = []
+    url: str | None = "/network/v1/ports"
+    while url:
+        page = api.get(url)
+        page.raise_for_status()
+        ports += page.json()
+        url = page.links.get("next", {}).get("url")
+    addresses = [ip["ipAddress"] for port in ports for ip in port["fixedIps"]]
+    macs = [port["macAddress"] for port in ports]
+    return {"stored": len(ports), "allocated": all(p["provisioningState"] == "ALLOCATED" for p in ports),
+            "unique": len(set(addresses)) == len(addresses) == len(ports) and len(set(macs)) == len(macs)}
 
 
 def serve_in_memory_sim(port: int, data_dir: Path, database_url: str | None) -> None:
@@ -99,13 +148,15 @@ def main() -> None:
         serve_in_memory_sim(int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None)
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ports", type=int, default=3000)
+    parser.add_argument("--ports", type=int, default=3000, help="ports to create (httpx client)")
+    parser.add_argument("--seconds", type=int, default=10, help="how long wrk creates ports")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency-scale", type=float, default=1.0,
                         help="simulated driver latency multiplier (1 = default latencies, 0 = none)")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--no-sim-persistence", action="store_true",
                         help="keep the simulator's state in memory (no state file rewritten per operation)")
+    parser.add_argument("--python-client", action="store_true", help="use httpx even when wrk is installed")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="vimkit-bench-") as tmp:
@@ -137,14 +188,22 @@ def main() -> None:
                 network_id = network.json()["networkResourceId"]
                 api.post("/network/v1/subnets", json={"networkId": network_id, "ipVersion": "IPv4",
                                                       "cidr": "10.128.0.0/16"}).raise_for_status()
-            result = asyncio.run(create_ports(base_url, token, network_id, args.ports, args.concurrency))
-            print(f"ports={args.ports} concurrency={args.concurrency} latency_scale={args.latency_scale} "
+            use_wrk = shutil.which("wrk") is not None and not args.python_client
+            if use_wrk:
+                result = create_ports_wrk(base_url, token, network_id, args.seconds, args.concurrency, data_dir)
+            else:
+                result = asyncio.run(create_ports(base_url, token, network_id, args.ports, args.concurrency))
+            with httpx.Client(base_url=base_url, headers=headers, timeout=60) as api:
+                time.sleep(1)  # requests wrk left in flight when it stopped
+                stored = check_ports(api)
+            print(f"{f'seconds={args.seconds}' if use_wrk else f'ports={args.ports}'} concurrency={args.concurrency} latency_scale={args.latency_scale} "
                   f"database={'sqlite' if not args.database_url else args.database_url.split(':')[0]} "
-                  f"sim_persistence={not args.no_sim_persistence}")
-            print(f"created {result['created']} ports in {result['seconds']:.2f} s: "
+                  f"sim_persistence={not args.no_sim_persistence} load={'wrk' if use_wrk else 'httpx'}")
+            print(f"{result['answered']} answers in {result['seconds']:.2f} s: "
                   f"{result['ports_per_s']:.0f} ports/s, p50 {result['p50_ms']:.1f} ms, "
-                  f"p99 {result['p99_ms']:.1f} ms, errors {result['errors']}, "
-                  f"addresses and MACs unique: {result['unique']}")
+                  f"p99 {result['p99_ms']:.1f} ms, errors {result['errors']}; "
+                  f"{stored['stored']} ports stored, all ALLOCATED: {stored['allocated']}, "
+                  f"addresses and MACs unique: {stored['unique']}")
             if result["first_error"]:
                 print("first error:", result["first_error"])
         finally:

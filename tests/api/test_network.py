@@ -498,3 +498,41 @@ def test_affinity_groups(vim: RunningServer) -> None:
         assert_problem(theirs.delete(f"/network/v1/affinity_groups/{group['groupId']}"), 404)
         assert api.delete(f"/network/v1/affinity_groups/{group['groupId']}").status_code == 204
         assert_problem(api.get(f"/network/v1/affinity_groups/{group['groupId']}"), 404)
+
+
+def test_a_port_whose_caller_went_away_is_undone(sqlite_vim: RunningServer) -> None:
+    """A cancelled create_port (e.g. a compute allocation rolling back) leaves no port behind,
+    even when the driver had already realised it."""
+    import dataclasses
+
+    from vimkit.auth.principal import Principal
+    from vimkit.drivers.sim.config import LatencySpec
+    from vimkit.models.network import VirtualNetworkPortData
+
+    service = sqlite_vim.services.network  # type: ignore[attr-defined]
+    driver = sqlite_vim.services.infrastructure.driver  # type: ignore[attr-defined]
+    with sqlite_vim.client() as api:
+        net_id = network(api)["networkResourceId"]
+        subnet(api, net_id, "10.30.0.0/24")
+    driver.config = dataclasses.replace(driver.config, latency_scale=1.0,
+                                        latencies={"create_port": LatencySpec(300.0, 300.0)})
+    admin = Principal("test", "rg-test", frozenset({"admin"}))
+
+    async def cancel_midway() -> list[dict]:
+        task = asyncio.create_task(service.create_port(admin, VirtualNetworkPortData(networkId=net_id)))
+        seen: list[dict] = []
+        while not seen and not task.done():
+            await asyncio.sleep(0.02)
+            with sqlite_vim.client() as api:
+                seen = api.get("/network/v1/ports").json()
+        task.cancel()
+        await asyncio.sleep(0.6)  # the driver answers, the port is released and undone
+        return seen
+
+    reserved = asyncio.run(cancel_midway())
+    assert [p["provisioningState"] for p in reserved] == ["ALLOCATING"]
+    with sqlite_vim.client() as api:
+        assert api.get("/network/v1/ports").json() == []
+        capacity = api.get("/network-info/v1/capacity").json()["addresses"][0]
+        assert capacity["allocated"] == 1  # the gateway only
+    assert asyncio.run(driver.list_ports()) == []

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import RunningServer, start_server
+from tests.receivers import Receiver
 from vimkit.store.network_tables import IpAllocationRow, NetworkSegmentRow, PortRow
 
 CONCURRENCY = 200
@@ -108,3 +109,69 @@ def test_concurrent_requests_for_the_same_segment_give_it_once(crowded_vim: Runn
     responses = asyncio.run(_burst(crowded_vim, "/network/v1/networks", bodies))
     assert sorted(r.status_code for r in responses) == [201] + [409] * 49
     assert {r.json()["cause"] for r in responses if r.status_code == 409} == {"CONFLICT"}
+
+
+def _network_with_pool(vim: RunningServer, cidr: str, first: str, last: str) -> tuple[str, str]:
+    with vim.client() as api:
+        net_id = api.post("/network/v1/networks", json={}).json()["networkResourceId"]
+        created = api.post("/network/v1/subnets", json={
+            "networkId": net_id, "ipVersion": "IPv4", "cidr": cidr,
+            "addressPool": [{"minAddress": first, "maxAddress": last}]})
+        assert created.status_code == 201, created.text
+        return net_id, created.json()["resourceId"]
+
+
+def test_requests_sharing_a_transaction_get_their_own_answers(crowded_vim: RunningServer) -> None:
+    net_id, sub_id = _network_with_pool(crowded_vim, "10.60.0.0/24", "10.60.0.10", "10.60.0.99")
+    plain = [{"networkId": net_id}] * 40
+    same_mac = [{"networkId": net_id, "macAddress": "02:00:00:00:aa:01"}] * 2
+    same_address = [{"networkId": net_id, "fixedIps": [{"ipAddress": "10.60.0.50"}]}] * 2
+    bad_subnet = [{"networkId": net_id, "fixedIps": [{"subnetId": "nope"}]}] * 3
+    no_network = [{"networkId": "no-such-network"}] * 2
+    bodies = plain + same_mac + same_address + bad_subnet + no_network
+    responses = asyncio.run(_burst(crowded_vim, "/network/v1/ports", bodies))
+    statuses = [r.status_code for r in responses]
+    assert statuses[:40] == [201] * 40, [r.text for r in responses[:40] if r.status_code != 201][:2]
+    assert sorted(statuses[40:42]) == sorted(statuses[42:44]) == [201, 409]
+    for response in responses[40:44]:
+        if response.status_code == 409:
+            name = response.json()["invalidParams"][0]["name"]
+            assert response.json()["cause"] == "CONFLICT" and name in ("macAddress", "fixedIps/0/ipAddress")
+    for response in responses[44:47]:
+        assert response.status_code == 400 and response.json()["invalidParams"][0]["name"] == "fixedIps/0/subnetId"
+    for response in responses[47:]:
+        assert response.status_code == 404 and response.json()["invalidParams"][0]["name"] == "networkId"
+    created = [r.json() for r in responses if r.status_code == 201]
+    addresses = [p["fixedIps"][0]["ipAddress"] for p in created]
+    assert len(set(addresses)) == len(created) == 42 and "10.60.0.50" in addresses
+    assert _count(crowded_vim, PortRow) == 42
+    with crowded_vim.client() as api:
+        capacity = {a["subnetId"]: a for a in api.get("/network-info/v1/capacity").json()["addresses"]}
+    assert (capacity[sub_id]["allocated"], capacity[sub_id]["available"]) == (42, 48)
+
+
+def test_driver_failures_inside_a_shared_transaction_release_only_their_ports(crowded_vim: RunningServer) -> None:
+    receiver = Receiver().start()
+    try:
+        net_id, sub_id = _network_with_pool(crowded_vim, "10.61.0.0/24", "10.61.0.10", "10.61.0.39")
+        with crowded_vim.client() as api:
+            assert api.post("/network/v1/subscriptions", json={"callbackUri": receiver.url}).status_code == 201
+        driver = crowded_vim.services.infrastructure.driver  # type: ignore[attr-defined]
+        driver.fail_next("create_port", count=5, code="BACKEND_UNAVAILABLE")
+        responses = asyncio.run(_burst(crowded_vim, "/network/v1/ports", [{"networkId": net_id}] * 30))
+        assert sorted(r.status_code for r in responses) == [201] * 25 + [503] * 5
+        assert {r.json()["cause"] for r in responses if r.status_code == 503} == {"BACKEND_UNAVAILABLE"}
+        assert _count(crowded_vim, PortRow) == 25 and _count(crowded_vim, IpAllocationRow) == 25 + 1  # + gateway
+        with crowded_vim.client() as api:
+            capacity = {a["subnetId"]: a for a in api.get("/network-info/v1/capacity").json()["addresses"]}
+            assert (capacity[sub_id]["allocated"], capacity[sub_id]["available"]) == (25, 5)
+            # the five released addresses are handed out again: the pool fills up exactly
+            more = asyncio.run(_burst(crowded_vim, "/network/v1/ports", [{"networkId": net_id}] * 6))
+            assert sorted(r.status_code for r in more) == [201] * 5 + [409]
+        notes = receiver.wait_for(35)
+        changes = [(n["resourceType"], n["changeType"]) for n in notes]
+        assert changes.count(("PORT", "ADDED")) == 30 and changes.count(("PORT", "FAILED")) == 5
+        failed = [n["changedResourceData"] for n in notes if n["changeType"] == "FAILED"]
+        assert {f["provisioningState"] for f in failed} == {"FAILED"} and {f["error"]["status"] for f in failed} == {503}
+    finally:
+        receiver.stop()

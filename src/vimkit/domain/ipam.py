@@ -151,6 +151,16 @@ def scan(pools: Sequence[tuple[int, int]], start: int) -> Iterator[int]:
             position -= span
 
 
+def position(pools: Sequence[tuple[int, int]], value: int) -> int:
+    """The pool position of ``value``: the inverse of :func:`scan`'s order."""
+    offset = 0
+    for first, last in pools:
+        if first <= value <= last:
+            return offset + value - first
+        offset += last - first + 1
+    raise ValueError(f"{value} is in no pool")
+
+
 def scan_windows(pools: Sequence[tuple[int, int]], start: int, window: int = 64,
                  first: int = 4) -> Iterator[list[int]]:
     """:func:`scan` in batches, to look many candidates up in one query: a small first batch (the

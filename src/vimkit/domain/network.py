@@ -227,12 +227,15 @@ class NetworkService(PortAllocation, NetworkInformation, AffinityGroups):
             }
             if data.networkResourceName is not None:
                 body["networkResourceName"] = data.networkResourceName
+            gateway_in_pool = plan.gateway is not None and plan.in_pool(plan.gateway)
+            # The cursor starts after the gateway when the pool begins with it (the usual case).
             row = SubnetRow(id=subnet_id, resource_group_id=group, network_id=network.id, state="ALLOCATING",
-                            created_at=now, updated_at=now, version=1, body=body)
+                            created_at=now, updated_at=now, version=1, body=body, pool_used=int(gateway_in_pool),
+                            pool_cursor=int(gateway_in_pool and int(plan.gateway) == plan.pools[0][0]))  # type: ignore[arg-type]
             session.add(row)
             if plan.gateway is not None:
                 session.add(IpAllocationRow(subnet_id=subnet_id, address=str(plan.gateway), port_id=None,
-                                            in_pool=plan.in_pool(plan.gateway)))
+                                            in_pool=gateway_in_pool))
             bump(network, {**network.body, "subnetId": [*network.body.get("subnetId", []), subnet_id]})
             session.flush()
         return row

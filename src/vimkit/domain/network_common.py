@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -197,7 +197,13 @@ class NetworkBase:
             if network is not None and row.id in network.body.get("subnetId", []):
                 bump(network, {**network.body, "subnetId": [s for s in network.body["subnetId"] if s != row.id]})
         elif isinstance(row, PortRow):
+            held = session.execute(select(IpAllocationRow.subnet_id, func.count()).where(
+                IpAllocationRow.port_id == row.id, IpAllocationRow.in_pool.is_(True))
+                .group_by(IpAllocationRow.subnet_id).order_by(IpAllocationRow.subnet_id)).all()
             session.execute(delete(IpAllocationRow).where(IpAllocationRow.port_id == row.id))
+            for subnet_id, count in held:
+                session.execute(update(SubnetRow).where(SubnetRow.id == subnet_id)
+                                .values(pool_used=SubnetRow.pool_used - count))
         session.delete(row)
 
     def _fail(self, model: type[Row], resource_id: str, error: ApiError) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from vimkit.api.problems import invalid, not_found
 from vimkit.auth.principal import Principal
 from vimkit.domain import ipam
 from vimkit.domain.network_common import NetworkBase
 from vimkit.infra.inventory import ProviderNetwork
-from vimkit.store.network_tables import IpAllocationRow, NetworkRow, SubnetRow
+from vimkit.store.network_tables import NetworkRow, SubnetRow
 from vimkit.store.repository import visibility_of
 
 
@@ -43,7 +43,6 @@ class NetworkInformation(NetworkBase):
         if zone_id is not None and all(z.zoneId != zone_id for z in self.infra.inventory.zones):
             raise invalid("zoneId", f"zone '{zone_id}' does not exist")
 
-
     def capacity(self, principal: Principal, zone_id: str | None = None,
                  resource_type_id: str | None = None) -> dict[str, Any]:
         self._check_zone(zone_id)
@@ -60,15 +59,12 @@ class NetworkInformation(NetworkBase):
                 select(SubnetRow, NetworkRow.provider_network_id)
                 .join(NetworkRow, NetworkRow.id == SubnetRow.network_id)
                 .where(visibility.clause(SubnetRow)).order_by(SubnetRow.seq).limit(1000)).all()
-            counts = dict(session.execute(
-                select(IpAllocationRow.subnet_id, func.count()).where(IpAllocationRow.in_pool.is_(True))
-                .group_by(IpAllocationRow.subnet_id)).all())
         addresses = []
         for subnet, provider_id in rows:
             if provider_id not in wanted:
                 continue
             total = ipam.plan_from_document(subnet.body).pool_size()
-            used = int(counts.get(subnet.id, 0))
+            used = subnet.pool_used
             addresses.append({"subnetId": subnet.id, "networkId": subnet.network_id,
                               "ipVersion": subnet.body["ipVersion"], "cidr": subnet.body["cidr"],
                               "total": ipam.capped(total), "allocated": used,

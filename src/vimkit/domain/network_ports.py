@@ -1,30 +1,391 @@
-"""Port allocation: MAC, addresses from the subnets' pools, the driver call."""
+"""Port allocation, grouped into shared transactions.
+
+A port needs a MAC, addresses from its subnets' pools and a driver call, and ports come in bursts
+(every node of a cluster gets its NICs at once). The cost of a port was its two write
+transactions — BEGIN, ORM flushes, commit, and on SQLite the process-wide write lock every writer
+queues on — not the work inside them. So ports share transactions: one writer task per event loop
+runs a single write transaction for everything waiting, in which it
+
+1. settles the ports whose driver calls came back: ``ALLOCATED`` and an ADDED notification, or,
+   on a driver failure, the port and everything it held released and a FAILED notification; and
+2. reserves the ports requested since its last transaction: validates each, picks its MAC and
+   addresses, and inserts it ``ALLOCATING`` with its allocation rows;
+
+then starts the driver calls of the ports it reserved, concurrently. A lone request is served
+at once (its reservation is a transaction of one); under load a transaction carries tens of
+ports, and each request still gets its own answer, error included. Statements are SQL Core,
+one per table and transaction (``executemany``), not ORM flushes.
+
+Uniqueness stays the database's. The subnets in use are locked (``FOR UPDATE``; SQLite
+serialises writers) and carry their own counters (``pool_used``, ``pool_cursor``), so picking
+an address is one indexed lookup of a few candidates from the cursor, and an exhausted pool is
+known without counting. ``ip_allocations`` (subnet, address) and ``ports.mac`` stay unique; a
+concurrent writer of another process that got there first makes the transaction fail, and the
+whole transaction is tried again with fresh picks.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
+import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from vimkit.api.problems import ApiError, Cause, invalid
+from vimkit.api.problems import ApiError, Cause, conflict, invalid, problem_body
 from vimkit.auth.principal import Principal
 from vimkit.domain import ipam
-from vimkit.domain.network_common import NetworkBase
-from vimkit.drivers.base import FixedIp, PortSpec
+from vimkit.domain.infrastructure import driver_error
+from vimkit.domain.network_common import MAX_ATTEMPTS, NetworkBase, reference_not_found
+from vimkit.drivers.base import DriverError, FixedIp, PortSpec
 from vimkit.models.network import VirtualNetworkPortData
-from vimkit.store.network_tables import IpAllocationRow, PortRow, SubnetRow
+from vimkit.store.models import OutboxRow
+from vimkit.store.network_tables import IpAllocationRow, NetworkRow, PortRow, SubnetRow
 from vimkit.store.repository import utcnow
+
+log = logging.getLogger("vimkit.network")
+
+#: Most ports one transaction reserves; the rest wait for the next one (a few ms later).
+BATCH = 64
+#: Candidates looked up at once beyond the number of addresses needed from a pool.
+SPARE_CANDIDATES = 4
+
+_PORTS = PortRow.__table__
+_ALLOCATIONS = IpAllocationRow.__table__
+_SUBNETS = SubnetRow.__table__
+_NETWORKS = NetworkRow.__table__
+
+
+def _many(name: str) -> Any:
+    return bindparam(name, expanding=True)
+
+
+# Built once: building and keying a statement costs more than running it on SQLite.
+_LOCK_NETWORKS = (select(_NETWORKS.c.id, _NETWORKS.c.resource_group_id, _NETWORKS.c.is_shared, _NETWORKS.c.state,
+                         _NETWORKS.c.body)
+                  .where(_NETWORKS.c.id.in_(_many("ids"))).order_by(_NETWORKS.c.id).with_for_update(read=True))
+_LOCK_SUBNETS = (select(_SUBNETS.c.id, _SUBNETS.c.network_id, _SUBNETS.c.state, _SUBNETS.c.body, _SUBNETS.c.pool_used,
+                        _SUBNETS.c.pool_cursor)
+                 .where(or_(_SUBNETS.c.network_id.in_(_many("networks")), _SUBNETS.c.id.in_(_many("subnets"))))
+                 .order_by(_SUBNETS.c.seq).with_for_update())
+_MACS_IN_USE = select(_PORTS.c.mac).where(_PORTS.c.mac.in_(_many("macs")))
+_HELD = select(_ALLOCATIONS.c.address).where(_ALLOCATIONS.c.subnet_id == bindparam("subnet"),
+                                             _ALLOCATIONS.c.address.in_(_many("addresses")))
+_SETTLE = (update(_PORTS).where(_PORTS.c.id == bindparam("b_id"))
+           .values(state="ALLOCATED", version=bindparam("b_version"), updated_at=bindparam("b_now"),
+                   body=bindparam("b_body", type_=_PORTS.c.body.type)))
+_FORGET_ADDRESSES = delete(_ALLOCATIONS).where(_ALLOCATIONS.c.port_id.in_(_many("ids")))
+_FORGET_PORTS = delete(_PORTS).where(_PORTS.c.id.in_(_many("ids")))
+_SAVE_COUNTERS = (update(_SUBNETS).where(_SUBNETS.c.id == bindparam("b_id"))
+                  .values(pool_used=bindparam("b_used"), pool_cursor=bindparam("b_cursor")))
+_INSERT_PORTS = insert(_PORTS)
+_INSERT_ALLOCATIONS = insert(_ALLOCATIONS)
+_INSERT_OUTBOX = insert(OutboxRow.__table__)
+_OUTBOX_COLUMNS = [column.key for column in OutboxRow.__table__.columns if not column.primary_key]
+
+
+class _Notifications:
+    """Stands in for the session while the outbox helpers build a transaction's notifications,
+    which then go in with one statement: an ORM flush per notification cost as much as the rest
+    of a port. ``add`` and ``info`` are all the helpers use of a session."""
+
+    def __init__(self) -> None:
+        self.rows: list[OutboxRow] = []
+        self.info: dict[str, Any] = {}
+
+    def add(self, row: OutboxRow) -> None:
+        self.rows.append(row)
+
+    def write(self, session: Session) -> None:
+        if self.rows:
+            session.connection().execute(
+                _INSERT_OUTBOX, [{key: getattr(row, key) for key in _OUTBOX_COLUMNS} for row in self.rows])
+            session.info.update(self.info)  # wakes the dispatchers after the commit
+
+
+@dataclass(eq=False)
+class _Pool:
+    """A subnet locked by the transaction: its plan, its counters, and what this batch took."""
+
+    id: str
+    network_id: str
+    state: str
+    body: dict[str, Any]
+    used: int
+    cursor: int
+    plan: ipam.SubnetPlan | None = None
+    taken: set[str] = field(default_factory=set)  # addresses given in this transaction
+    wanted: int = 0  # addresses still to pick from the pool in this transaction
+    changed: bool = False
+
+    def get_plan(self) -> ipam.SubnetPlan:
+        if self.plan is None:
+            self.plan = ipam.plan_from_document(self.body)
+        return self.plan
+
+
+@dataclass(eq=False)
+class _PortJob:
+    principal: Principal
+    group: str
+    data: VirtualNetworkPortData
+    mac: str | None  # the requested MAC, normalised
+    future: asyncio.Future[PortRow]
+    # Set by the reservation (reset when the transaction is tried again).
+    error: ApiError | None = None
+    port: dict[str, Any] | None = None  # the row as inserted (ALLOCATING)
+    wanted: list[tuple[_Pool, ipam.IpAddress | None]] = field(default_factory=list)
+    addresses: list[tuple[_Pool, str]] = field(default_factory=list)
+    # Set by the driver call: None = realised.
+    failure: ApiError | None = None
+    row: PortRow | None = None  # the answer, once ALLOCATED
+
+    def reset(self) -> None:
+        self.error, self.port, self.wanted, self.addresses = None, None, [], []
+
+    def port_row(self, **changes: Any) -> PortRow:
+        assert self.port is not None
+        return PortRow(**{**self.port, **changes})
+
+    def resolve(self, row: PortRow | None = None, error: BaseException | None = None) -> None:
+        if self.future.done():  # the request went away
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(row)  # type: ignore[arg-type]
+
+
+@dataclass(eq=False)
+class _Writer:
+    """What waits for the next transaction of one event loop."""
+
+    reserve: list[_PortJob] = field(default_factory=list)
+    settle: list[_PortJob] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+
+def _visible(principal: Principal, owner: str, shared: bool) -> bool:
+    return principal.is_admin or shared or owner == principal.resource_group_id
 
 
 class PortAllocation(NetworkBase):
+    _writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Writer]
+
+    async def create_port(self, principal: Principal, data: VirtualNetworkPortData) -> PortRow:
+        group = self._group(principal, data.resourceGroupId)
+        mac = ipam.normalise_mac("macAddress", data.macAddress) if data.macAddress is not None else None
+        loop = asyncio.get_running_loop()
+        job = _PortJob(principal, group, data, mac, loop.create_future())
+        writer = self._writer(loop)
+        writer.reserve.append(job)
+        self._kick(writer)
+        return await job.future
+
+    # ------------------------------------------------------------------ the writer
+
+    def _writer(self, loop: asyncio.AbstractEventLoop) -> _Writer:
+        writers = self.__dict__.setdefault("_writers", weakref.WeakKeyDictionary())
+        writer = writers.get(loop)
+        if writer is None:
+            writer = writers[loop] = _Writer()
+        return writer
+
+    def _kick(self, writer: _Writer) -> None:
+        if writer.task is None:
+            writer.task = asyncio.get_running_loop().create_task(self._drain(writer))
+
+    async def _drain(self, writer: _Writer) -> None:
+        try:
+            while writer.reserve or writer.settle:
+                reserve = [job for job in writer.reserve[:BATCH] if not job.future.done()]
+                del writer.reserve[:BATCH]
+                settle, writer.settle = writer.settle, []
+                try:
+                    await run_in_threadpool(self._commit_ports, reserve, settle)
+                except Exception as exc:
+                    # The database failed us: every request of the batch learns it. A settled
+                    # port stays ALLOCATING, as after a crash between the two steps.
+                    log.exception("port allocation transaction failed")
+                    error = exc if isinstance(exc, ApiError) else ApiError(500, "port allocation failed",
+                                                                          cause=Cause.INTERNAL)
+                    for job in (*settle, *reserve):
+                        job.resolve(error=error)
+                    continue
+                for job in settle:
+                    if job.failure is None:
+                        job.resolve(job.row)
+                    else:
+                        job.resolve(error=job.failure)
+                for job in reserve:
+                    if job.error is not None:
+                        job.resolve(error=job.error)
+                    else:
+                        asyncio.get_running_loop().create_task(self._realise_port(writer, job))
+        finally:
+            writer.task = None
+
+    async def _realise_port(self, writer: _Writer, job: _PortJob) -> None:
+        port = job.port
+        assert port is not None
+        spec = PortSpec(
+            port_id=port["id"], network_id=port["network_id"], mac_address=port["mac"],
+            fixed_ips=tuple(FixedIp(f["subnetId"], f["ipAddress"]) for f in port["body"]["fixedIps"]),
+            metadata=dict(job.data.metadata or {}),
+        )
+        try:
+            await self.infra.driver.create_port(spec)
+        except DriverError as exc:
+            job.failure = driver_error(exc)
+        except Exception:  # a driver bug must not leave the port half-allocated
+            log.exception("create_port %s", spec.port_id)
+            job.failure = ApiError(500, "the driver failed to create the port", cause=Cause.INTERNAL)
+        else:
+            if job.future.done():
+                # Nobody waits for this port any more (the caller was cancelled, e.g. a compute
+                # allocation being rolled back): undo it rather than leave a port nobody knows.
+                job.failure = ApiError(500, "allocation interrupted", cause=Cause.INTERNAL)
+                asyncio.get_running_loop().create_task(self._undo_port(spec.port_id))
+        writer.settle.append(job)
+        self._kick(writer)
+
+    async def _undo_port(self, port_id: str) -> None:
+        try:
+            await self.infra.driver.delete_port(port_id)
+        except Exception:
+            log.warning("could not delete interrupted port %s from the backend", port_id, exc_info=True)
+
+    # ------------------------------------------------------------------ the transaction
+
+    def _commit_ports(self, reserve: list[_PortJob], settle: list[_PortJob]) -> None:
+        for _ in range(MAX_ATTEMPTS):
+            for job in reserve:
+                job.reset()
+            try:
+                with self.database.write() as session:
+                    networks, pools = self._lock_for_ports(session, reserve, settle)
+                    self._settle_ports(session, settle, pools)
+                    if reserve:
+                        self._reserve_ports(session, reserve, networks, pools)
+                return
+            except IntegrityError:
+                continue
+        raise ApiError(503, "too much contention on port allocations; try again", headers={"Retry-After": "1"},
+                       cause=Cause.BACKEND_UNAVAILABLE)
+
+    @staticmethod
+    def _lock_for_ports(session: Session, reserve: list[_PortJob],
+                        settle: list[_PortJob]) -> tuple[dict[str, Any], dict[str, _Pool]]:
+        """Lock what the transaction depends on, networks before subnets (the order every path
+        uses): the networks of new ports in share mode (so that they cannot go away meanwhile),
+        and every subnet whose counters may change."""
+        connection = session.connection()
+        network_ids = sorted({job.data.networkId for job in reserve})
+        networks: dict[str, Any] = {}
+        if network_ids:
+            networks = {row.id: row for row in connection.execute(_LOCK_NETWORKS, {"ids": network_ids})}
+        released = {pool.id for job in settle if job.failure is not None for pool, _ in job.addresses}
+        if not networks and not released:
+            return networks, {}
+        pools = {row.id: _Pool(row.id, row.network_id, row.state, row.body, row.pool_used, row.pool_cursor)
+                 for row in connection.execute(_LOCK_SUBNETS, {"networks": list(networks),
+                                                                "subnets": sorted(released)})}
+        return networks, pools
+
+    def _settle_ports(self, session: Session, jobs: list[_PortJob], pools: dict[str, _Pool]) -> None:
+        connection = session.connection()
+        notifications = _Notifications()
+        done = [job for job in jobs if job.failure is None]
+        failed = [job for job in jobs if job.failure is not None]
+        now = utcnow()
+        if done:
+            for job in done:
+                assert job.port is not None
+                job.row = job.port_row(state="ALLOCATED", updated_at=now, version=2,
+                                       body={**job.port["body"], "provisioningState": "ALLOCATED"})
+                self._announce(notifications, job.row, "PORT", "ADDED")  # type: ignore[arg-type]
+            connection.execute(_SETTLE, [{"b_id": job.row.id, "b_version": job.row.version, "b_now": now,
+                                          "b_body": job.row.body} for job in done])  # type: ignore[union-attr]
+        if failed:
+            ids = [job.port["id"] for job in failed]  # type: ignore[index]
+            connection.execute(_FORGET_ADDRESSES, {"ids": ids})
+            connection.execute(_FORGET_PORTS, {"ids": ids})
+            # Latest first: a failure that was the last allocation from a pool gives its address
+            # back to the cursor, so a failed request leaves the next one the same address.
+            for job in reversed(failed):
+                for stale, text in reversed(job.addresses):
+                    pool = pools.get(stale.id, stale)
+                    pool.used -= 1
+                    pool.changed = True
+                    plan = pool.get_plan()
+                    spot = ipam.position(plan.pools, int(ipam.parse_address("", text)))
+                    if (spot + 1) % plan.pool_size() == pool.cursor:
+                        pool.cursor = spot
+            for job in failed:
+                assert job.failure is not None
+                row = job.port_row()
+                body = {**row.body, "provisioningState": "FAILED", "error": problem_body(job.failure)}
+                self._announce(notifications, row, "PORT", "FAILED", body)  # type: ignore[arg-type]
+        notifications.write(session)
+        self._save_counters(session, pools)
+
+    @staticmethod
+    def _save_counters(session: Session, pools: dict[str, _Pool]) -> None:
+        changed = [pool for pool in pools.values() if pool.changed]
+        if changed:
+            session.connection().execute(
+                _SAVE_COUNTERS, [{"b_id": pool.id, "b_used": pool.used, "b_cursor": pool.cursor} for pool in changed])
+            for pool in changed:
+                pool.changed = False
+
+    def _reserve_ports(self, session: Session, jobs: list[_PortJob], networks: dict[str, Any],
+                       pools: dict[str, _Pool]) -> None:
+        by_network: dict[str, list[_Pool]] = {}
+        for pool in pools.values():
+            if pool.state == "ALLOCATED":
+                by_network.setdefault(pool.network_id, []).append(pool)
+        requested_macs = [job.mac for job in jobs if job.mac is not None]
+        macs_in_use = set(session.connection().execute(_MACS_IN_USE, {"macs": requested_macs}).scalars()) \
+            if requested_macs else set()
+        for job in jobs:
+            try:
+                self._check_port(job, networks.get(job.data.networkId), by_network, macs_in_use)
+            except ApiError as error:
+                job.error = error
+        self._check_fixed_addresses(session, [job for job in jobs if job.error is None])
+        accepted = self._grant_addresses([job for job in jobs if job.error is None])
+        self._pick_addresses(session, accepted, pools)
+        self._insert_ports(session, accepted, networks)
+        self._save_counters(session, pools)
+
+    def _check_port(self, job: _PortJob, network: Any, by_network: dict[str, list[_Pool]],
+                    macs_in_use: set[str]) -> None:
+        data = job.data
+        if network is None or not _visible(job.principal, network.resource_group_id, network.is_shared):
+            raise reference_not_found("network", "networkId", data.networkId)
+        if network.state != "ALLOCATED":
+            raise conflict(f"network '{network.id}' is {network.state}")
+        segment = network.body.get("segmentationId")
+        if data.segmentId is not None and data.segmentId != segment:
+            raise invalid("segmentId", f"must be the network's segmentation id ({segment})")
+        if job.mac is not None:
+            if job.mac in macs_in_use:
+                raise ApiError(409, f"MAC address {job.mac} is in use", cause=Cause.CONFLICT,
+                               invalid_params=[("macAddress", "in use")])
+            macs_in_use.add(job.mac)  # a second request for it in this transaction
+        job.wanted = self._wanted_addresses(data, by_network.get(network.id, []))
+
     def _wanted_addresses(self, data: VirtualNetworkPortData,
-                          subnets: Sequence[SubnetRow]) -> list[tuple[SubnetRow, ipam.IpAddress | None]]:
+                          subnets: Sequence[_Pool]) -> list[tuple[_Pool, ipam.IpAddress | None]]:
         if data.fixedIps is None:
-            wanted: list[tuple[SubnetRow, ipam.IpAddress | None]] = []
+            wanted: list[tuple[_Pool, ipam.IpAddress | None]] = []
             for version in ("IPv4", "IPv6"):
                 first = next((s for s in subnets if s.body["ipVersion"] == version), None)
                 if first is not None:
@@ -46,10 +407,10 @@ class PortAllocation(NetworkBase):
                 continue
             address = ipam.parse_address(f"{name}/ipAddress", item.ipAddress)
             if subnet is None:
-                subnet = next((s for s in subnets if address in ipam.plan_from_document(s.body).network), None)
+                subnet = next((s for s in subnets if address in s.get_plan().network), None)
                 if subnet is None:
                     raise invalid(f"{name}/ipAddress", f"{address} is in no subnet of network '{data.networkId}'")
-            plan = ipam.plan_from_document(subnet.body)
+            plan = subnet.get_plan()
             if address.version != plan.version:
                 raise invalid(f"{name}/ipAddress", f"{address} is an IPv{address.version} address, subnet "
                                                    f"'{subnet.id}' is IPv{plan.version}")
@@ -60,82 +421,133 @@ class PortAllocation(NetworkBase):
             wanted.append((subnet, address))
         return wanted
 
-    def _allocate_address(self, session: Session, subnet: SubnetRow, address: ipam.IpAddress | None,
-                          port_id: str, name: str) -> str:
-        plan = ipam.plan_from_document(subnet.body)
-        used = select(IpAllocationRow.address).where(IpAllocationRow.subnet_id == subnet.id)
-        if address is not None:
-            text = str(address)
-            if session.scalar(used.where(IpAllocationRow.address == text)) is not None:
-                raise ApiError(409, f"address {text} of subnet '{subnet.id}' is in use", cause=Cause.CONFLICT,
-                               invalid_params=[(name, "in use")])
-            session.add(IpAllocationRow(subnet_id=subnet.id, address=text, port_id=port_id, in_pool=True))
-            return text
-        count = session.scalar(select(func.count()).select_from(IpAllocationRow).where(
-            IpAllocationRow.subnet_id == subnet.id, IpAllocationRow.in_pool.is_(True))) or 0
-        if count >= plan.pool_size():
-            raise ipam.no_capacity(f"subnet '{subnet.id}' has no free address left")
-        for window in ipam.scan_windows(plan.pools, count):
-            texts = [ipam.to_text(value, plan.version) for value in window]
-            taken = set(session.scalars(used.where(IpAllocationRow.address.in_(texts))))
-            for text in texts:
-                if text not in taken:
-                    session.add(IpAllocationRow(subnet_id=subnet.id, address=text, port_id=port_id, in_pool=True))
-                    return text
-        raise ipam.no_capacity(f"subnet '{subnet.id}' has no free address left")
-
-    def _reserve_port(self, principal: Principal, group: str, data: VirtualNetworkPortData) -> PortRow:
-        with self.database.write() as session:
-            network = self._network_for_update(session, principal, data.networkId)
-            segment = network.body.get("segmentationId")
-            if data.segmentId is not None and data.segmentId != segment:
-                raise invalid("segmentId", f"must be the network's segmentation id ({segment})")
-            if data.macAddress is not None:
-                mac = ipam.normalise_mac("macAddress", data.macAddress)
-                if session.scalar(select(PortRow.seq).where(PortRow.mac == mac)) is not None:
-                    raise ApiError(409, f"MAC address {mac} is in use", cause=Cause.CONFLICT,
-                                   invalid_params=[("macAddress", "in use")])
+    @staticmethod
+    def _check_fixed_addresses(session: Session, jobs: list[_PortJob]) -> None:
+        """Requested addresses already held, or requested twice in this transaction: 409."""
+        asked: dict[str, set[str]] = {}
+        for job in jobs:
+            for pool, address in job.wanted:
+                if address is not None:
+                    asked.setdefault(pool.id, set()).add(str(address))
+        held = {(pool_id, address) for pool_id, texts in asked.items() for address in session.connection().execute(
+            _HELD, {"subnet": pool_id, "addresses": sorted(texts)}).scalars()}
+        for job in jobs:
+            for index, (pool, address) in enumerate(job.wanted):
+                if address is None:
+                    continue
+                text = str(address)
+                if (pool.id, text) in held or text in pool.taken:
+                    # Only fixedIps name addresses, one entry each: the index is the request's.
+                    job.error = ApiError(409, f"address {text} of subnet '{pool.id}' is in use", cause=Cause.CONFLICT,
+                                         invalid_params=[(f"fixedIps/{index}/ipAddress", "in use")])
+                    break
             else:
+                for pool, address in job.wanted:
+                    if address is not None:
+                        pool.taken.add(str(address))
+
+    @staticmethod
+    def _grant_addresses(jobs: list[_PortJob]) -> list[_PortJob]:
+        """Give pool capacity to the requests in order; one that cannot have all it asks for gets
+        409 NO_CAPACITY and nothing."""
+        accepted = []
+        for job in jobs:
+            if job.error is not None:
+                continue
+            needs: dict[str, int] = {}
+            pools = {}
+            for pool, _ in job.wanted:
+                needs[pool.id] = needs.get(pool.id, 0) + 1
+                pools[pool.id] = pool
+            full = next((pools[pool_id] for pool_id, count in needs.items()
+                         if pools[pool_id].used + count > pools[pool_id].get_plan().pool_size()), None)
+            if full is not None:
+                job.error = ipam.no_capacity(f"subnet '{full.id}' has no free address left")
+                for pool, address in job.wanted:
+                    if address is not None:
+                        pool.taken.discard(str(address))
+                continue
+            for pool, address in job.wanted:
+                pool.used += 1
+                pool.changed = True
+                if address is None:
+                    pool.wanted += 1
+            accepted.append(job)
+        return accepted
+
+    @staticmethod
+    def _pick_addresses(session: Session, jobs: list[_PortJob], pools: dict[str, _Pool]) -> None:
+        """Free pool addresses from each cursor on, as many as were granted, in one lookup per
+        pool (usually); given to the requests in order."""
+        picked: dict[str, list[str]] = {}
+        for pool in pools.values():
+            if pool.wanted:
+                picked[pool.id] = PortAllocation._free_addresses(session, pool, pool.wanted)
+                pool.wanted = 0
+        for job in jobs:
+            for pool, address in job.wanted:
+                if address is not None:
+                    job.addresses.append((pool, str(address)))
+                else:
+                    # The counters promise at least that many free addresses; should they be wrong,
+                    # the unique constraint still refuses a duplicate.
+                    job.addresses.append((pool, picked[pool.id].pop(0)))
+
+    @staticmethod
+    def _free_addresses(session: Session, pool: _Pool, count: int) -> list[str]:
+        plan = pool.get_plan()
+        size = plan.pool_size()
+        found: list[str] = []
+        last = pool.cursor
+        for window in ipam.scan_windows(plan.pools, pool.cursor, window=max(64, count + SPARE_CANDIDATES),
+                                        first=count + SPARE_CANDIDATES):
+            texts = [ipam.to_text(value, plan.version) for value in window]
+            held = set(session.connection().execute(_HELD, {"subnet": pool.id, "addresses": texts}).scalars())
+            for value, text in zip(window, texts):
+                if text not in held and text not in pool.taken:
+                    found.append(text)
+                    pool.taken.add(text)
+                    last = value
+                    if len(found) == count:
+                        pool.cursor = (ipam.position(plan.pools, last) + 1) % size
+                        return found
+        raise ipam.no_capacity(f"subnet '{pool.id}' has no free address left")
+
+    def _insert_ports(self, session: Session, jobs: list[_PortJob], networks: dict[str, Any]) -> None:
+        if not jobs:
+            return
+        now = utcnow()
+        ports, allocations = [], []
+        random_macs: set[str] = set()
+        for job in jobs:
+            data = job.data
+            mac = job.mac
+            while mac is None or mac in random_macs:
                 mac = ipam.random_mac()
-            subnet_ids = select(SubnetRow.id).where(SubnetRow.network_id == network.id)
-            subnets = list(session.scalars(
-                select(SubnetRow).where(SubnetRow.id.in_(subnet_ids), SubnetRow.state == "ALLOCATED")
-                .order_by(SubnetRow.seq).with_for_update()))
-            wanted = self._wanted_addresses(data, subnets)
+            random_macs.add(mac)
             port_id = str(uuid.uuid4())
-            fixed = []
-            for index, (subnet, address) in enumerate(wanted):
-                text = self._allocate_address(session, subnet, address, port_id, f"fixedIps/{index}/ipAddress")
-                fixed.append({"subnetId": subnet.id, "ipAddress": text})
-            now = utcnow()
             body: dict[str, Any] = {
                 "resourceId": port_id,
-                "networkId": network.id,
+                "networkId": data.networkId,
                 "attachedResourceId": None,
                 "portType": data.portType,
-                "segmentId": segment,
+                "segmentId": networks[data.networkId].body.get("segmentationId"),
                 "operationalState": "ENABLED",
                 "metadata": data.metadata or {},
                 "macAddress": mac,
-                "fixedIps": fixed,
-                "resourceGroupId": group,
+                "fixedIps": [{"subnetId": pool.id, "ipAddress": text} for pool, text in job.addresses],
+                "resourceGroupId": job.group,
                 "provisioningState": "ALLOCATING",
             }
             for optional in ("networkResourceName", "bandwidth"):
                 if getattr(data, optional) is not None:
                     body[optional] = getattr(data, optional)
-            row = PortRow(id=port_id, resource_group_id=group, network_id=network.id, state="ALLOCATING", mac=mac,
-                          attached_resource_id=None, created_at=now, updated_at=now, version=1, body=body)
-            session.add(row)
-            session.flush()
-        return row
-
-    async def create_port(self, principal: Principal, data: VirtualNetworkPortData) -> PortRow:
-        group = self._group(principal, data.resourceGroupId)
-        row = await run_in_threadpool(self._with_retry, lambda: self._reserve_port(principal, group, data))
-        spec = PortSpec(
-            port_id=row.id, network_id=row.network_id, mac_address=row.mac,
-            fixed_ips=tuple(FixedIp(f["subnetId"], f["ipAddress"]) for f in row.body["fixedIps"]),
-            metadata=dict(data.metadata or {}),
-        )
-        return await self._realise(PortRow, row, lambda: self.infra.driver.create_port(spec))
+            job.port = {"id": port_id, "resource_group_id": job.group, "network_id": data.networkId,
+                        "state": "ALLOCATING", "mac": mac, "attached_resource_id": None, "created_at": now,
+                        "updated_at": now, "version": 1, "body": body}
+            ports.append(job.port)
+            allocations += [{"subnet_id": pool.id, "address": text, "port_id": port_id, "in_pool": True}
+                            for pool, text in job.addresses]
+        session.connection().execute(_INSERT_PORTS, ports)
+        if allocations:
+            session.connection().execute(_INSERT_ALLOCATIONS, allocations)

@@ -10,11 +10,19 @@ Uniqueness is the database's job, not only Python's:
 
 Allocation picks a free value inside the write transaction and relies on these constraints;
 a concurrent transaction that picked the same value fails with an IntegrityError and is retried.
+
+Each subnet also carries two counters, changed only in transactions that hold its row lock:
+``pool_used`` (pool addresses held by ports or the gateway) and ``pool_cursor`` (the pool
+position where the search for a free address starts). With them, allocating an address is one
+indexed lookup instead of a count and a scan, and an exhausted pool is known without looking.
+
+``network_affinity_members`` records which networks and ports were allocated with a network
+affinity group, and where they landed, so that later allocations can honour the group.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vimkit.store.models import Base, DocumentMixin, SeqInteger
@@ -34,6 +42,9 @@ class SubnetRow(DocumentMixin, Base):
 
     network_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     state: Mapped[str] = mapped_column(String(16), nullable=False)
+    pool_used: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    # A pool position (< the pool size); it only ever advances by allocations, so it fits.
+    pool_cursor: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
 
 
 class PortRow(DocumentMixin, Base):
@@ -73,3 +84,16 @@ class NetworkAffinityGroupRow(DocumentMixin, Base):
     """A Network Resource Affinity Or Anti-Affinity Constraints Group (IFA 005 7.4.1.6)."""
 
     __tablename__ = "network_affinity_groups"
+
+
+class NetworkAffinityMemberRow(Base):
+    """A network or port allocated with an affinity group constraint, and where it landed."""
+
+    __tablename__ = "network_affinity_members"
+    __table_args__ = (UniqueConstraint("group_id", "resource_id", name="uq_network_affinity_members_group_resource"),)
+
+    seq: Mapped[int] = mapped_column(SeqInteger, primary_key=True, autoincrement=True)
+    group_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    resource_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    resource_type: Mapped[str] = mapped_column(String(16), nullable=False)  # NETWORK or PORT
+    provider_network_id: Mapped[str] = mapped_column(String(64), nullable=False)
