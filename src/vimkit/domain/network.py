@@ -36,7 +36,7 @@ from vimkit.api.problems import ApiError, Cause, conflict, invalid, not_found
 from vimkit.auth.principal import Principal
 from vimkit.domain import ipam
 from vimkit.domain.infrastructure import driver_error
-from vimkit.domain.network_affinity import AffinityGroups
+from vimkit.domain.metadata import merge_metadata
 from vimkit.domain.network_common import (  # the schemas are re-exported for the routes
     AFFINITY_GROUP_SCHEMA,
     NETWORK_SCHEMA,
@@ -46,7 +46,6 @@ from vimkit.domain.network_common import (  # the schemas are re-exported for th
     KIND,
     Row,
     bump,
-    merge_metadata,
     log,
 )
 from vimkit.domain.network_info import NetworkInformation
@@ -77,7 +76,7 @@ from vimkit.store.repository import (
 __all__ = ["AFFINITY_GROUP_SCHEMA", "NETWORK_SCHEMA", "PORT_SCHEMA", "SUBNET_SCHEMA", "NetworkService"]
 
 
-class NetworkService(PortAllocation, NetworkInformation, AffinityGroups):
+class NetworkService(PortAllocation, NetworkInformation):
     # ------------------------------------------------------------------ networks
 
     def _candidates(self, data: VirtualNetworkData) -> list[ProviderNetwork]:
@@ -134,9 +133,11 @@ class NetworkService(PortAllocation, NetworkInformation, AffinityGroups):
                     return value
         return None
 
-    def _reserve_network(self, group: str, data: VirtualNetworkData,
+    def _reserve_network(self, principal: Principal, group: str, data: VirtualNetworkData,
                          candidates: list[ProviderNetwork]) -> tuple[NetworkRow, ProviderNetwork, int]:
         with self.database.write() as session:
+            rules = self._affinity_rules(session, principal, data.affinityOrAntiAffinityConstraints, for_port=False)
+            candidates = self._place(rules, candidates)
             for provider in candidates:
                 segment = self._pick_segment(session, provider, data.segmentationId)
                 if segment is not None:
@@ -167,6 +168,10 @@ class NetworkService(PortAllocation, NetworkInformation, AffinityGroups):
                     body[optional] = getattr(data, optional)
             if len(provider.zoneIds) == 1:
                 body["zoneId"] = provider.zoneIds[0]
+            if data.affinityOrAntiAffinityConstraints:
+                body["affinityOrAntiAffinityConstraints"] = [
+                    c.model_dump(mode="json", exclude_none=True) for c in data.affinityOrAntiAffinityConstraints]
+            self._join_groups(session, rules, network_id, "NETWORK", provider.providerNetworkId)
             row = NetworkRow(id=network_id, resource_group_id=group, is_shared=data.isShared, state="ALLOCATING",
                              provider_network_id=provider.providerNetworkId, created_at=now, updated_at=now,
                              version=1, body=body)
@@ -183,7 +188,7 @@ class NetworkService(PortAllocation, NetworkInformation, AffinityGroups):
                            invalid_params=[("isShared", "requires the admin scope")])
         candidates = self._candidates(data)
         row, provider, segment = await run_in_threadpool(
-            self._with_retry, lambda: self._reserve_network(group, data, candidates))
+            self._with_retry, lambda: self._reserve_network(principal, group, data, candidates))
         flat = provider.networkType.value == "flat"
         spec = NetworkSpec(
             network_id=row.id,

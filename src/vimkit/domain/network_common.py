@@ -29,6 +29,7 @@ from vimkit.store.models import DocumentMixin
 from vimkit.store.network_tables import (
     IpAllocationRow,
     NetworkAffinityGroupRow,
+    NetworkAffinityMemberRow,
     NetworkRow,
     NetworkSegmentRow,
     PortRow,
@@ -76,16 +77,6 @@ def bump(row: DocumentMixin, body: dict[str, Any]) -> None:
 
 def reference_not_found(kind: str, name: str, resource_id: str) -> ApiError:
     return ApiError(404, f"{kind} '{resource_id}' does not exist", invalid_params=[(name, "does not exist")])
-
-
-def merge_metadata(current: dict[str, str], patch: dict[str, str | None]) -> dict[str, str]:
-    merged = dict(current)
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = value
-    return merged
 
 
 class NetworkBase:
@@ -204,6 +195,8 @@ class NetworkBase:
             for subnet_id, count in held:
                 session.execute(update(SubnetRow).where(SubnetRow.id == subnet_id)
                                 .values(pool_used=SubnetRow.pool_used - count))
+        if isinstance(row, (NetworkRow, PortRow)):
+            session.execute(delete(NetworkAffinityMemberRow).where(NetworkAffinityMemberRow.resource_id == row.id))
         session.delete(row)
 
     def _fail(self, model: type[Row], resource_id: str, error: ApiError) -> None:

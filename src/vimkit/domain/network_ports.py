@@ -43,11 +43,12 @@ from vimkit.api.problems import ApiError, Cause, conflict, invalid, problem_body
 from vimkit.auth.principal import Principal
 from vimkit.domain import ipam
 from vimkit.domain.infrastructure import driver_error
-from vimkit.domain.network_common import MAX_ATTEMPTS, NetworkBase, reference_not_found
+from vimkit.domain.network_affinity import AffinityGroups, NetworkRule, unsatisfiable
+from vimkit.domain.network_common import MAX_ATTEMPTS, reference_not_found
 from vimkit.drivers.base import DriverError, FixedIp, PortSpec
 from vimkit.models.network import VirtualNetworkPortData
 from vimkit.store.models import OutboxRow
-from vimkit.store.network_tables import IpAllocationRow, NetworkRow, PortRow, SubnetRow
+from vimkit.store.network_tables import IpAllocationRow, NetworkAffinityMemberRow, NetworkRow, PortRow, SubnetRow
 from vimkit.store.repository import utcnow
 
 log = logging.getLogger("vimkit.network")
@@ -61,6 +62,7 @@ _PORTS = PortRow.__table__
 _ALLOCATIONS = IpAllocationRow.__table__
 _SUBNETS = SubnetRow.__table__
 _NETWORKS = NetworkRow.__table__
+_MEMBERS = NetworkAffinityMemberRow.__table__
 
 
 def _many(name: str) -> Any:
@@ -69,7 +71,7 @@ def _many(name: str) -> Any:
 
 # Built once: building and keying a statement costs more than running it on SQLite.
 _LOCK_NETWORKS = (select(_NETWORKS.c.id, _NETWORKS.c.resource_group_id, _NETWORKS.c.is_shared, _NETWORKS.c.state,
-                         _NETWORKS.c.body)
+                         _NETWORKS.c.provider_network_id, _NETWORKS.c.body)
                   .where(_NETWORKS.c.id.in_(_many("ids"))).order_by(_NETWORKS.c.id).with_for_update(read=True))
 _LOCK_SUBNETS = (select(_SUBNETS.c.id, _SUBNETS.c.network_id, _SUBNETS.c.state, _SUBNETS.c.body, _SUBNETS.c.pool_used,
                         _SUBNETS.c.pool_cursor)
@@ -83,10 +85,12 @@ _SETTLE = (update(_PORTS).where(_PORTS.c.id == bindparam("b_id"))
                    body=bindparam("b_body", type_=_PORTS.c.body.type)))
 _FORGET_ADDRESSES = delete(_ALLOCATIONS).where(_ALLOCATIONS.c.port_id.in_(_many("ids")))
 _FORGET_PORTS = delete(_PORTS).where(_PORTS.c.id.in_(_many("ids")))
+_FORGET_MEMBERS = delete(_MEMBERS).where(_MEMBERS.c.resource_id.in_(_many("ids")))
 _SAVE_COUNTERS = (update(_SUBNETS).where(_SUBNETS.c.id == bindparam("b_id"))
                   .values(pool_used=bindparam("b_used"), pool_cursor=bindparam("b_cursor")))
 _INSERT_PORTS = insert(_PORTS)
 _INSERT_ALLOCATIONS = insert(_ALLOCATIONS)
+_INSERT_MEMBERS = insert(_MEMBERS)
 _INSERT_OUTBOX = insert(OutboxRow.__table__)
 _OUTBOX_COLUMNS = [column.key for column in OutboxRow.__table__.columns if not column.primary_key]
 
@@ -143,12 +147,14 @@ class _PortJob:
     port: dict[str, Any] | None = None  # the row as inserted (ALLOCATING)
     wanted: list[tuple[_Pool, ipam.IpAddress | None]] = field(default_factory=list)
     addresses: list[tuple[_Pool, str]] = field(default_factory=list)
+    rules: list[NetworkRule] = field(default_factory=list)
+    provider_id: str = ""
     # Set by the driver call: None = realised.
     failure: ApiError | None = None
     row: PortRow | None = None  # the answer, once ALLOCATED
 
     def reset(self) -> None:
-        self.error, self.port, self.wanted, self.addresses = None, None, [], []
+        self.error, self.port, self.wanted, self.addresses, self.rules = None, None, [], [], []
 
     def port_row(self, **changes: Any) -> PortRow:
         assert self.port is not None
@@ -176,7 +182,7 @@ def _visible(principal: Principal, owner: str, shared: bool) -> bool:
     return principal.is_admin or shared or owner == principal.resource_group_id
 
 
-class PortAllocation(NetworkBase):
+class PortAllocation(AffinityGroups):
     _writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Writer]
 
     async def create_port(self, principal: Principal, data: VirtualNetworkPortData) -> PortRow:
@@ -317,6 +323,7 @@ class PortAllocation(NetworkBase):
             ids = [job.port["id"] for job in failed]  # type: ignore[index]
             connection.execute(_FORGET_ADDRESSES, {"ids": ids})
             connection.execute(_FORGET_PORTS, {"ids": ids})
+            connection.execute(_FORGET_MEMBERS, {"ids": ids})
             # Latest first: a failure that was the last allocation from a pool gives its address
             # back to the cursor, so a failed request leaves the next one the same address.
             for job in reversed(failed):
@@ -354,9 +361,12 @@ class PortAllocation(NetworkBase):
         requested_macs = [job.mac for job in jobs if job.mac is not None]
         macs_in_use = set(session.connection().execute(_MACS_IN_USE, {"macs": requested_macs}).scalars()) \
             if requested_macs else set()
+        joined: dict[str, list[str]] = {}  # group → provider networks of this transaction's ports
         for job in jobs:
             try:
                 self._check_port(job, networks.get(job.data.networkId), by_network, macs_in_use)
+                if job.data.affinityOrAntiAffinityConstraints:
+                    self._check_port_affinity(session, job, joined)
             except ApiError as error:
                 job.error = error
         self._check_fixed_addresses(session, [job for job in jobs if job.error is None])
@@ -375,12 +385,29 @@ class PortAllocation(NetworkBase):
         segment = network.body.get("segmentationId")
         if data.segmentId is not None and data.segmentId != segment:
             raise invalid("segmentId", f"must be the network's segmentation id ({segment})")
+        job.provider_id = network.provider_network_id
         if job.mac is not None:
             if job.mac in macs_in_use:
                 raise ApiError(409, f"MAC address {job.mac} is in use", cause=Cause.CONFLICT,
                                invalid_params=[("macAddress", "in use")])
             macs_in_use.add(job.mac)  # a second request for it in this transaction
         job.wanted = self._wanted_addresses(data, by_network.get(network.id, []))
+
+    def _check_port_affinity(self, session: Session, job: _PortJob, joined: dict[str, list[str]]) -> None:
+        rules = self._affinity_rules(session, job.principal, job.data.affinityOrAntiAffinityConstraints, for_port=True)
+        rules = [NetworkRule(r.index, r.type, r.scope, r.hard, r.group_id, (*r.members, *joined.get(r.group_id, ())))
+                 if r.group_id is not None else r for r in rules]
+        provider = self._provider(job.provider_id)
+        if provider is not None:
+            broken = [rule for rule in self._broken(rules, provider) if rule.hard]
+            if broken:
+                raise unsatisfiable(broken, [provider])
+        job.rules = rules
+        # Counted for the ports after it in this transaction even if it fails later (address
+        # capacity): that can only make a later port of the same group wait, never break a rule.
+        for rule in rules:
+            if rule.group_id is not None:
+                joined.setdefault(rule.group_id, []).append(job.provider_id)
 
     def _wanted_addresses(self, data: VirtualNetworkPortData,
                           subnets: Sequence[_Pool]) -> list[tuple[_Pool, ipam.IpAddress | None]]:
@@ -517,7 +544,7 @@ class PortAllocation(NetworkBase):
         if not jobs:
             return
         now = utcnow()
-        ports, allocations = [], []
+        ports, allocations, members = [], [], []
         random_macs: set[str] = set()
         for job in jobs:
             data = job.data
@@ -542,6 +569,12 @@ class PortAllocation(NetworkBase):
             for optional in ("networkResourceName", "bandwidth"):
                 if getattr(data, optional) is not None:
                     body[optional] = getattr(data, optional)
+            if data.affinityOrAntiAffinityConstraints:
+                body["affinityOrAntiAffinityConstraints"] = [
+                    c.model_dump(mode="json", exclude_none=True) for c in data.affinityOrAntiAffinityConstraints]
+                members += [{"group_id": group_id, "resource_id": port_id, "resource_type": "PORT",
+                             "provider_network_id": job.provider_id}
+                            for group_id in dict.fromkeys(r.group_id for r in job.rules if r.group_id is not None)]
             job.port = {"id": port_id, "resource_group_id": job.group, "network_id": data.networkId,
                         "state": "ALLOCATING", "mac": mac, "attached_resource_id": None, "created_at": now,
                         "updated_at": now, "version": 1, "body": body}
@@ -551,3 +584,5 @@ class PortAllocation(NetworkBase):
         session.connection().execute(_INSERT_PORTS, ports)
         if allocations:
             session.connection().execute(_INSERT_ALLOCATIONS, allocations)
+        if members:
+            session.connection().execute(_INSERT_MEMBERS, members)

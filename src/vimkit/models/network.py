@@ -11,10 +11,12 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
 from vimkit.models.common import (
+    AffinityResourceList,
     AffinityType,
+    Enforcement,
     Identifier,
     Metadata,
     OperationalState,
@@ -47,6 +49,47 @@ class NetworkQoS(RequestModel):
     qosValue: StrictNumber | ShortText = Field(description="Its value (number or string).")
 
 
+class NetworkAffinityScope(str, Enum):
+    """Network scopes of IFA 005 8.4.8.2, plus ZONE (extension). NFVI_NODE is the default. What
+    each means for a network and for a port is in docs/network.md (Network affinity)."""
+
+    NFVI_NODE = "NFVI_NODE"
+    PHYSICAL_NIC = "PHYSICAL_NIC"
+    PHYSICAL_NETWORK = "PHYSICAL_NETWORK"
+    VIRTUAL_SWITCH = "VIRTUAL_SWITCH"
+    VIRTUAL_ROUTER = "VIRTUAL_ROUTER"
+    ZONE = "ZONE"
+
+
+class NetworkAffinityConstraint(RequestModel):
+    """AffinityOrAntiAffinityConstraint (IFA 005 8.4.8.2) of a network or a port: against the
+    listed networks and ports, or against the members of a network affinity group."""
+
+    type: AffinityType
+    scope: NetworkAffinityScope = Field(
+        NetworkAffinityScope.NFVI_NODE, description="Ignored with a group: the group's scope applies.")
+    affinityOrAntiAffinityResourceList: AffinityResourceList | None = None
+    affinityOrAntiAffinityResourceGroupId: Identifier | None = None
+    enforcement: Enforcement = Field(
+        Enforcement.HARD, description="Extension: SOFT makes the rule best effort. Ignored with a group.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> NetworkAffinityConstraint:
+        given = (self.affinityOrAntiAffinityResourceList is not None) + (
+            self.affinityOrAntiAffinityResourceGroupId is not None
+        )
+        if given != 1:
+            raise ValueError(
+                "exactly one of affinityOrAntiAffinityResourceList and "
+                "affinityOrAntiAffinityResourceGroupId is required"
+            )
+        return self
+
+
+Constraints = Annotated[list[NetworkAffinityConstraint], Field(
+    max_length=32, description="Placement rules (IFA 005 Allocate input); see docs/network.md.")]
+
+
 def _segmentation_id(value: Any) -> Any:
     """IFA types the segment id as a string; vimkit accepts a JSON integer or a digit string."""
     if isinstance(value, str):
@@ -76,6 +119,7 @@ class VirtualNetworkData(RequestModel):
     sharingCriteria: ShortText | None = None
     metadata: Metadata | None = None
     resourceGroupId: Identifier | None = None
+    affinityOrAntiAffinityConstraints: Constraints = Field(default_factory=list)
 
     _coerce_segment = field_validator("segmentationId", mode="before")(_segmentation_id)
 
@@ -141,6 +185,7 @@ class VirtualNetworkPortData(RequestModel):
     )
     metadata: Metadata | None = None
     resourceGroupId: Identifier | None = None
+    affinityOrAntiAffinityConstraints: Constraints = Field(default_factory=list)
 
 
 class VirtualNetworkPortUpdate(RequestModel):
@@ -179,6 +224,8 @@ class VirtualNetwork(BaseModel):
     resourceGroupId: str = Field(description="Extension: owning resource group.")
     provisioningState: ProvisioningState = Field(description="Extension (rest-binding §1.5).")
     error: dict[str, Any] | None = Field(None, description="Extension: problem details when FAILED.")
+    affinityOrAntiAffinityConstraints: list[dict[str, Any]] = Field(
+        default_factory=list, description="Extension: the constraints it was allocated with.")
 
 
 class NetworkSubnet(BaseModel):
@@ -217,6 +264,8 @@ class VirtualNetworkPort(BaseModel):
     resourceGroupId: str
     provisioningState: ProvisioningState
     error: dict[str, Any] | None = None
+    affinityOrAntiAffinityConstraints: list[dict[str, Any]] = Field(
+        default_factory=list, description="Extension: the constraints it was allocated with.")
 
 
 class VirtualNetworkResourceInformation(BaseModel):
@@ -232,22 +281,13 @@ class VirtualNetworkResourceInformation(BaseModel):
     segmentationRanges: list[list[int]] = Field(default_factory=list, description="Extension.")
 
 
-class NetworkAffinityScope(str, Enum):
-    """Network scopes of IFA 005 8.4.8.2 (ports and networks); NFVI_NODE is the default."""
-
-    NFVI_NODE = "NFVI_NODE"
-    PHYSICAL_NIC = "PHYSICAL_NIC"
-    PHYSICAL_NETWORK = "PHYSICAL_NETWORK"
-    VIRTUAL_SWITCH = "VIRTUAL_SWITCH"
-    VIRTUAL_ROUTER = "VIRTUAL_ROUTER"
-
-
 class NetworkAffinityGroupCreate(RequestModel):
     """Create Network Resource Affinity Or Anti-Affinity Constraints Group (7.4.1.6)."""
 
     groupName: ShortText
     type: AffinityType
     scope: NetworkAffinityScope = NetworkAffinityScope.NFVI_NODE
+    enforcement: Enforcement = Field(Enforcement.HARD, description="Extension: SOFT makes the group best effort.")
     metadata: Metadata | None = None
 
 
@@ -256,5 +296,6 @@ class NetworkAffinityGroup(BaseModel):
     groupName: str
     type: AffinityType
     scope: NetworkAffinityScope
+    enforcement: Enforcement = Enforcement.HARD
     metadata: dict[str, str] = Field(default_factory=dict)
     resourceGroupId: str
