@@ -21,7 +21,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vimkit.api.problems import ApiError
 from vimkit.config import Settings, SettingsError, load_settings
 
 consumers_app = typer.Typer(
@@ -123,6 +122,7 @@ def consumers_create(
 
     settings = _settings(data_dir, database_url, config)
     with _services(settings) as (consumers, audit):
+        from vimkit.api.problems import ApiError  # here: FastAPI is slow to import for client commands
         try:
             created = consumers.create(name, _scopes(scope), resource_group, client_id)
         except ApiError as exc:
@@ -173,6 +173,7 @@ def consumers_delete(
 
     settings = _settings(data_dir, database_url, config)
     with _services(settings) as (consumers, audit):
+        from vimkit.api.problems import ApiError  # here: FastAPI is slow to import for client commands
         try:
             row = consumers.find(consumer)
             consumers.delete(row.id, allow_last_admin=True)
@@ -197,6 +198,7 @@ def consumers_rotate_secret(
 
     settings = _settings(data_dir, database_url, config)
     with _services(settings) as (consumers, audit):
+        from vimkit.api.problems import ApiError  # here: FastAPI is slow to import for client commands
         try:
             row = consumers.find(consumer)
             rotated = consumers.rotate_secret(row.id)
