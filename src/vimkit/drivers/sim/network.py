@@ -1,14 +1,6 @@
-"""Simulated networks, subnets and ports (Neutron's rules for what may be deleted when).
-
-Networks, subnets and ports come in bursts (a port for every NIC of every node), and saving the
-whole simulator state after each of them cost more than the VIM's own work once a few thousand
-ports existed. Their changes are saved together, at most every :data:`SAVE_DELAY` seconds (and
-on close): after a kill, the state file may miss the network changes of that last moment.
-"""
+"""Simulated networks, subnets and ports (Neutron's rules for what may be deleted when)."""
 
 from __future__ import annotations
-
-import asyncio
 
 from vimkit.drivers.base import (
     DriverErrorCode,
@@ -29,22 +21,7 @@ from vimkit.drivers.sim.state import (
 )
 
 
-SAVE_DELAY = 0.1
-
-
 class NetworkOps(SimCore):
-    _save_pending = False
-
-    def _save_soon(self) -> None:
-        if self.config.state_dir is None or self._save_pending:
-            return
-        self._save_pending = True
-        asyncio.get_running_loop().call_later(SAVE_DELAY, self._save_now)
-
-    def _save_now(self) -> None:
-        self._save_pending = False
-        self._save()
-
     def _mac_owner(self, network_id: str, mac: str) -> str | None:
         """The port of ``network_id`` using ``mac`` (lower case), from an index instead of a scan of
         every port; an entry is checked against the state before it is believed."""
@@ -83,7 +60,7 @@ class NetworkOps(SimCore):
             "physical_network": segmentation.physical_network, "mtu": segmentation.mtu,
             "provider_network_id": segmentation.provider_network_id,
         }, spec.shared)
-        self._save_soon()
+        self._save()
         return NetworkInfo(spec.network_id, segmentation, True, f"sim-{spec.network_id}")
 
     async def delete_network(self, network_id: str) -> None:
@@ -97,7 +74,7 @@ class NetworkOps(SimCore):
         for subnet_id in [s.subnet_id for s in self._state.subnets.values() if s.network_id == network_id]:
             del self._state.subnets[subnet_id]
         del self._state.networks[network_id]
-        self._save_soon()
+        self._save()
 
     async def create_subnet(self, spec: SubnetSpec) -> SubnetInfo:
         await self._enter("create_subnet", spec.subnet_id, spec.network_id)
@@ -107,7 +84,7 @@ class NetworkOps(SimCore):
             raise _err(DriverErrorCode.CONFLICT, f"subnet {spec.subnet_id} already exists")
         self._state.subnets[spec.subnet_id] = SimSubnet(spec.subnet_id, spec.network_id, spec.cidr, spec.ip_version,
                                                         spec.gateway_ip)
-        self._save_soon()
+        self._save()
         return SubnetInfo(spec.subnet_id, spec.network_id, f"sim-{spec.subnet_id}")
 
     async def delete_subnet(self, subnet_id: str) -> None:
@@ -118,7 +95,7 @@ class NetworkOps(SimCore):
         if users:
             raise _err(DriverErrorCode.CONFLICT, f"subnet {subnet_id} still has addresses on {len(users)} ports")
         del self._state.subnets[subnet_id]
-        self._save_soon()
+        self._save()
 
     async def create_port(self, spec: PortSpec) -> PortInfo:
         await self._enter("create_port", spec.port_id, spec.network_id)
@@ -138,7 +115,7 @@ class NetworkOps(SimCore):
                        [[f.subnet_id, f.ip_address] for f in spec.fixed_ips])
         state.ports[spec.port_id] = port
         self.__dict__["_macs"][(spec.network_id, mac)] = spec.port_id
-        self._save_soon()
+        self._save()
         return self._port_info(port)
 
     async def delete_port(self, port_id: str) -> None:
@@ -147,7 +124,7 @@ class NetworkOps(SimCore):
         if port.compute_id is not None:
             raise _err(DriverErrorCode.CONFLICT, f"port {port_id} is plugged into compute {port.compute_id}")
         del self._state.ports[port_id]
-        self._save_soon()
+        self._save()
 
     async def list_ports(self) -> list[PortInfo]:
         return [self._port_info(p) for p in self._state.ports.values()]
