@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import RunningServer, start_server
+from tests.conftest import RunningServer, assert_problem, start_server
 from tests.receivers import Receiver
 from vimkit.store.network_tables import IpAllocationRow, NetworkSegmentRow, PortRow
 
@@ -175,3 +175,21 @@ def test_driver_failures_inside_a_shared_transaction_release_only_their_ports(cr
         assert {f["provisioningState"] for f in failed} == {"FAILED"} and {f["error"]["status"] for f in failed} == {503}
     finally:
         receiver.stop()
+
+
+def test_a_wrong_address_counter_is_recounted(crowded_vim: RunningServer) -> None:
+    """pool_used is only a shortcut: were it wrong (rows changed by hand), allocation still finds
+    the truth in the allocations and corrects it."""
+    from sqlalchemy import update
+
+    from vimkit.store.network_tables import SubnetRow
+
+    net_id, sub_id = _network_with_pool(crowded_vim, "10.62.0.0/24", "10.62.0.10", "10.62.0.12")
+    with crowded_vim.client() as api:
+        assert all(api.post("/network/v1/ports", json={"networkId": net_id}).status_code == 201 for _ in range(3))
+        with crowded_vim.services.database.write() as session:  # type: ignore[attr-defined]
+            session.execute(update(SubnetRow).where(SubnetRow.id == sub_id).values(pool_used=0, pool_cursor=1))
+        assert assert_problem(api.post("/network/v1/ports", json={"networkId": net_id}), 409)["cause"] == "NO_CAPACITY"
+        capacity = {a["subnetId"]: a for a in api.get("/network-info/v1/capacity").json()["addresses"]}
+        assert (capacity[sub_id]["allocated"], capacity[sub_id]["available"]) == (3, 0)
+        assert _count(crowded_vim, PortRow) == 3

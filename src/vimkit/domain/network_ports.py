@@ -19,7 +19,7 @@ one per table and transaction (``executemany``), not ORM flushes.
 Uniqueness stays the database's. The subnets in use are locked (``FOR UPDATE``; SQLite
 serialises writers) and carry their own counters (``pool_used``, ``pool_cursor``), so picking
 an address is one indexed lookup of a few candidates from the cursor, and an exhausted pool is
-known without counting. ``ip_allocations`` (subnet, address) and ``ports.mac`` stay unique; a
+known without counting (:mod:`.network_addresses`). ``ip_allocations`` (subnet, address) and ``ports.mac`` stay unique; a
 concurrent writer of another process that got there first makes the transaction fail, and the
 whole transaction is tried again with fresh picks.
 """
@@ -30,11 +30,10 @@ import asyncio
 import logging
 import uuid
 import weakref
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -43,6 +42,14 @@ from vimkit.api.problems import ApiError, Cause, conflict, invalid, problem_body
 from vimkit.auth.principal import Principal
 from vimkit.domain import ipam
 from vimkit.domain.infrastructure import driver_error
+from vimkit.domain.network_addresses import (
+    AddressRequest,
+    Pool,
+    check_fixed_addresses,
+    grant_addresses,
+    pick_addresses,
+    wanted_addresses,
+)
 from vimkit.domain.network_affinity import AffinityGroups, NetworkRule, unsatisfiable
 from vimkit.domain.network_common import MAX_ATTEMPTS, reference_not_found
 from vimkit.drivers.base import DriverError, FixedIp, PortSpec
@@ -55,8 +62,10 @@ log = logging.getLogger("vimkit.network")
 
 #: Most ports one transaction reserves; the rest wait for the next one (a few ms later).
 BATCH = 64
-#: Candidates looked up at once beyond the number of addresses needed from a pool.
-SPARE_CANDIDATES = 4
+#: Transactions a realised port gets to be recorded in when the database fails, and the pause
+#: between them.
+SETTLE_ATTEMPTS = 3
+SETTLE_RETRY_DELAY = 0.2
 
 _PORTS = PortRow.__table__
 _ALLOCATIONS = IpAllocationRow.__table__
@@ -78,8 +87,6 @@ _LOCK_SUBNETS = (select(_SUBNETS.c.id, _SUBNETS.c.network_id, _SUBNETS.c.state, 
                  .where(or_(_SUBNETS.c.network_id.in_(_many("networks")), _SUBNETS.c.id.in_(_many("subnets"))))
                  .order_by(_SUBNETS.c.seq).with_for_update())
 _MACS_IN_USE = select(_PORTS.c.mac).where(_PORTS.c.mac.in_(_many("macs")))
-_HELD = select(_ALLOCATIONS.c.address).where(_ALLOCATIONS.c.subnet_id == bindparam("subnet"),
-                                             _ALLOCATIONS.c.address.in_(_many("addresses")))
 _SETTLE = (update(_PORTS).where(_PORTS.c.id == bindparam("b_id"))
            .values(state="ALLOCATED", version=bindparam("b_version"), updated_at=bindparam("b_now"),
                    body=bindparam("b_body", type_=_PORTS.c.body.type)))
@@ -88,6 +95,10 @@ _FORGET_PORTS = delete(_PORTS).where(_PORTS.c.id.in_(_many("ids")))
 _FORGET_MEMBERS = delete(_MEMBERS).where(_MEMBERS.c.resource_id.in_(_many("ids")))
 _SAVE_COUNTERS = (update(_SUBNETS).where(_SUBNETS.c.id == bindparam("b_id"))
                   .values(pool_used=bindparam("b_used"), pool_cursor=bindparam("b_cursor")))
+_RECOUNT = (update(_SUBNETS).where(_SUBNETS.c.id == bindparam("b_id"))
+            .values(pool_used=select(func.count()).select_from(_ALLOCATIONS)
+                    .where(_ALLOCATIONS.c.subnet_id == _SUBNETS.c.id, _ALLOCATIONS.c.in_pool.is_(True))
+                    .scalar_subquery()))
 _INSERT_PORTS = insert(_PORTS)
 _INSERT_ALLOCATIONS = insert(_ALLOCATIONS)
 _INSERT_MEMBERS = insert(_MEMBERS)
@@ -115,42 +126,20 @@ class _Notifications:
 
 
 @dataclass(eq=False)
-class _Pool:
-    """A subnet locked by the transaction: its plan, its counters, and what this batch took."""
-
-    id: str
-    network_id: str
-    state: str
-    body: dict[str, Any]
-    used: int
-    cursor: int
-    plan: ipam.SubnetPlan | None = None
-    taken: set[str] = field(default_factory=set)  # addresses given in this transaction
-    wanted: int = 0  # addresses still to pick from the pool in this transaction
-    changed: bool = False
-
-    def get_plan(self) -> ipam.SubnetPlan:
-        if self.plan is None:
-            self.plan = ipam.plan_from_document(self.body)
-        return self.plan
-
-
-@dataclass(eq=False)
-class _PortJob:
+class _PortJob(AddressRequest):
     principal: Principal
     group: str
     data: VirtualNetworkPortData
     mac: str | None  # the requested MAC, normalised
     future: asyncio.Future[PortRow]
-    # Set by the reservation (reset when the transaction is tried again).
-    error: ApiError | None = None
+    # Set by the reservation (reset when the transaction is tried again), with those of
+    # AddressRequest.
     port: dict[str, Any] | None = None  # the row as inserted (ALLOCATING)
-    wanted: list[tuple[_Pool, ipam.IpAddress | None]] = field(default_factory=list)
-    addresses: list[tuple[_Pool, str]] = field(default_factory=list)
     rules: list[NetworkRule] = field(default_factory=list)
     provider_id: str = ""
     # Set by the driver call: None = realised.
     failure: ApiError | None = None
+    settle_attempts: int = 0
     row: PortRow | None = None  # the answer, once ALLOCATED
 
     def reset(self) -> None:
@@ -167,6 +156,10 @@ class _PortJob:
             self.future.set_exception(error)
         else:
             self.future.set_result(row)  # type: ignore[arg-type]
+
+
+class _Interrupted(Exception):
+    pass
 
 
 @dataclass(eq=False)
@@ -217,13 +210,23 @@ class PortAllocation(AffinityGroups):
                 try:
                     await run_in_threadpool(self._commit_ports, reserve, settle)
                 except Exception as exc:
-                    # The database failed us: every request of the batch learns it. A settled
-                    # port stays ALLOCATING, as after a crash between the two steps.
+                    # The database failed us. New requests learn it; ports the driver has dealt
+                    # with are tried again in the next transactions (they exist in the backend and
+                    # are ALLOCATING in the store until then), and failed after that, as after a
+                    # crash between the two steps.
                     log.exception("port allocation transaction failed")
                     error = exc if isinstance(exc, ApiError) else ApiError(500, "port allocation failed",
                                                                           cause=Cause.INTERNAL)
-                    for job in (*settle, *reserve):
+                    for job in reserve:
                         job.resolve(error=error)
+                    for job in settle:
+                        job.settle_attempts += 1
+                        if job.settle_attempts < SETTLE_ATTEMPTS:
+                            writer.settle.append(job)
+                        else:
+                            job.resolve(error=error)
+                    if writer.settle:
+                        await asyncio.sleep(SETTLE_RETRY_DELAY)
                     continue
                 for job in settle:
                     if job.failure is None:
@@ -246,8 +249,13 @@ class PortAllocation(AffinityGroups):
             fixed_ips=tuple(FixedIp(f["subnetId"], f["ipAddress"]) for f in port["body"]["fixedIps"]),
             metadata=dict(job.data.metadata or {}),
         )
+        interrupted = ApiError(500, "allocation interrupted", cause=Cause.INTERNAL)
         try:
+            if job.future.done():  # the caller went away before the driver was asked
+                raise _Interrupted
             await self.infra.driver.create_port(spec)
+        except _Interrupted:
+            job.failure = interrupted
         except DriverError as exc:
             job.failure = driver_error(exc)
         except Exception:  # a driver bug must not leave the port half-allocated
@@ -257,7 +265,7 @@ class PortAllocation(AffinityGroups):
             if job.future.done():
                 # Nobody waits for this port any more (the caller was cancelled, e.g. a compute
                 # allocation being rolled back): undo it rather than leave a port nobody knows.
-                job.failure = ApiError(500, "allocation interrupted", cause=Cause.INTERNAL)
+                job.failure = interrupted
                 asyncio.get_running_loop().create_task(self._undo_port(spec.port_id))
         writer.settle.append(job)
         self._kick(writer)
@@ -288,7 +296,7 @@ class PortAllocation(AffinityGroups):
 
     @staticmethod
     def _lock_for_ports(session: Session, reserve: list[_PortJob],
-                        settle: list[_PortJob]) -> tuple[dict[str, Any], dict[str, _Pool]]:
+                        settle: list[_PortJob]) -> tuple[dict[str, Any], dict[str, Pool]]:
         """Lock what the transaction depends on, networks before subnets (the order every path
         uses): the networks of new ports in share mode (so that they cannot go away meanwhile),
         and every subnet whose counters may change."""
@@ -300,12 +308,12 @@ class PortAllocation(AffinityGroups):
         released = {pool.id for job in settle if job.failure is not None for pool, _ in job.addresses}
         if not networks and not released:
             return networks, {}
-        pools = {row.id: _Pool(row.id, row.network_id, row.state, row.body, row.pool_used, row.pool_cursor)
+        pools = {row.id: Pool(row.id, row.network_id, row.state, row.body, row.pool_used, row.pool_cursor)
                  for row in connection.execute(_LOCK_SUBNETS, {"networks": list(networks),
                                                                 "subnets": sorted(released)})}
         return networks, pools
 
-    def _settle_ports(self, session: Session, jobs: list[_PortJob], pools: dict[str, _Pool]) -> None:
+    def _settle_ports(self, session: Session, jobs: list[_PortJob], pools: dict[str, Pool]) -> None:
         connection = session.connection()
         notifications = _Notifications()
         done = [job for job in jobs if job.failure is None]
@@ -344,17 +352,22 @@ class PortAllocation(AffinityGroups):
         self._save_counters(session, pools)
 
     @staticmethod
-    def _save_counters(session: Session, pools: dict[str, _Pool]) -> None:
+    def _save_counters(session: Session, pools: dict[str, Pool]) -> None:
         changed = [pool for pool in pools.values() if pool.changed]
         if changed:
             session.connection().execute(
                 _SAVE_COUNTERS, [{"b_id": pool.id, "b_used": pool.used, "b_cursor": pool.cursor} for pool in changed])
             for pool in changed:
                 pool.changed = False
+        wrong = [pool for pool in pools.values() if pool.recount]
+        if wrong:
+            session.connection().execute(_RECOUNT, [{"b_id": pool.id} for pool in wrong])
+            for pool in wrong:
+                pool.recount = False
 
     def _reserve_ports(self, session: Session, jobs: list[_PortJob], networks: dict[str, Any],
-                       pools: dict[str, _Pool]) -> None:
-        by_network: dict[str, list[_Pool]] = {}
+                       pools: dict[str, Pool]) -> None:
+        by_network: dict[str, list[Pool]] = {}
         for pool in pools.values():
             if pool.state == "ALLOCATED":
                 by_network.setdefault(pool.network_id, []).append(pool)
@@ -369,13 +382,13 @@ class PortAllocation(AffinityGroups):
                     self._check_port_affinity(session, job, joined)
             except ApiError as error:
                 job.error = error
-        self._check_fixed_addresses(session, [job for job in jobs if job.error is None])
-        accepted = self._grant_addresses([job for job in jobs if job.error is None])
-        self._pick_addresses(session, accepted, pools)
+        check_fixed_addresses(session, [job for job in jobs if job.error is None])
+        accepted = grant_addresses([job for job in jobs if job.error is None])
+        accepted = pick_addresses(session, accepted, pools)
         self._insert_ports(session, accepted, networks)
         self._save_counters(session, pools)
 
-    def _check_port(self, job: _PortJob, network: Any, by_network: dict[str, list[_Pool]],
+    def _check_port(self, job: _PortJob, network: Any, by_network: dict[str, list[Pool]],
                     macs_in_use: set[str]) -> None:
         data = job.data
         if network is None or not _visible(job.principal, network.resource_group_id, network.is_shared):
@@ -391,7 +404,7 @@ class PortAllocation(AffinityGroups):
                 raise ApiError(409, f"MAC address {job.mac} is in use", cause=Cause.CONFLICT,
                                invalid_params=[("macAddress", "in use")])
             macs_in_use.add(job.mac)  # a second request for it in this transaction
-        job.wanted = self._wanted_addresses(data, by_network.get(network.id, []))
+        job.wanted = wanted_addresses(data, by_network.get(network.id, []))
 
     def _check_port_affinity(self, session: Session, job: _PortJob, joined: dict[str, list[str]]) -> None:
         rules = self._affinity_rules(session, job.principal, job.data.affinityOrAntiAffinityConstraints, for_port=True)
@@ -408,137 +421,6 @@ class PortAllocation(AffinityGroups):
         for rule in rules:
             if rule.group_id is not None:
                 joined.setdefault(rule.group_id, []).append(job.provider_id)
-
-    def _wanted_addresses(self, data: VirtualNetworkPortData,
-                          subnets: Sequence[_Pool]) -> list[tuple[_Pool, ipam.IpAddress | None]]:
-        if data.fixedIps is None:
-            wanted: list[tuple[_Pool, ipam.IpAddress | None]] = []
-            for version in ("IPv4", "IPv6"):
-                first = next((s for s in subnets if s.body["ipVersion"] == version), None)
-                if first is not None:
-                    wanted.append((first, None))
-            return wanted
-        by_id = {s.id: s for s in subnets}
-        wanted = []
-        for index, item in enumerate(data.fixedIps):
-            name = f"fixedIps/{index}"
-            subnet = None
-            if item.subnetId is not None:
-                subnet = by_id.get(item.subnetId)
-                if subnet is None:
-                    raise invalid(f"{name}/subnetId", f"'{item.subnetId}' is not a subnet of network '{data.networkId}'")
-            if item.ipAddress is None:
-                if subnet is None:
-                    raise invalid(name, "give subnetId, ipAddress or both")
-                wanted.append((subnet, None))
-                continue
-            address = ipam.parse_address(f"{name}/ipAddress", item.ipAddress)
-            if subnet is None:
-                subnet = next((s for s in subnets if address in s.get_plan().network), None)
-                if subnet is None:
-                    raise invalid(f"{name}/ipAddress", f"{address} is in no subnet of network '{data.networkId}'")
-            plan = subnet.get_plan()
-            if address.version != plan.version:
-                raise invalid(f"{name}/ipAddress", f"{address} is an IPv{address.version} address, subnet "
-                                                   f"'{subnet.id}' is IPv{plan.version}")
-            if address not in plan.network:
-                raise invalid(f"{name}/ipAddress", f"{address} is outside {plan.network}")
-            if not plan.in_pool(address):
-                raise invalid(f"{name}/ipAddress", f"{address} is outside the address pool of subnet '{subnet.id}'")
-            wanted.append((subnet, address))
-        return wanted
-
-    @staticmethod
-    def _check_fixed_addresses(session: Session, jobs: list[_PortJob]) -> None:
-        """Requested addresses already held, or requested twice in this transaction: 409."""
-        asked: dict[str, set[str]] = {}
-        for job in jobs:
-            for pool, address in job.wanted:
-                if address is not None:
-                    asked.setdefault(pool.id, set()).add(str(address))
-        held = {(pool_id, address) for pool_id, texts in asked.items() for address in session.connection().execute(
-            _HELD, {"subnet": pool_id, "addresses": sorted(texts)}).scalars()}
-        for job in jobs:
-            for index, (pool, address) in enumerate(job.wanted):
-                if address is None:
-                    continue
-                text = str(address)
-                if (pool.id, text) in held or text in pool.taken:
-                    # Only fixedIps name addresses, one entry each: the index is the request's.
-                    job.error = ApiError(409, f"address {text} of subnet '{pool.id}' is in use", cause=Cause.CONFLICT,
-                                         invalid_params=[(f"fixedIps/{index}/ipAddress", "in use")])
-                    break
-            else:
-                for pool, address in job.wanted:
-                    if address is not None:
-                        pool.taken.add(str(address))
-
-    @staticmethod
-    def _grant_addresses(jobs: list[_PortJob]) -> list[_PortJob]:
-        """Give pool capacity to the requests in order; one that cannot have all it asks for gets
-        409 NO_CAPACITY and nothing."""
-        accepted = []
-        for job in jobs:
-            if job.error is not None:
-                continue
-            needs: dict[str, int] = {}
-            pools = {}
-            for pool, _ in job.wanted:
-                needs[pool.id] = needs.get(pool.id, 0) + 1
-                pools[pool.id] = pool
-            full = next((pools[pool_id] for pool_id, count in needs.items()
-                         if pools[pool_id].used + count > pools[pool_id].get_plan().pool_size()), None)
-            if full is not None:
-                job.error = ipam.no_capacity(f"subnet '{full.id}' has no free address left")
-                for pool, address in job.wanted:
-                    if address is not None:
-                        pool.taken.discard(str(address))
-                continue
-            for pool, address in job.wanted:
-                pool.used += 1
-                pool.changed = True
-                if address is None:
-                    pool.wanted += 1
-            accepted.append(job)
-        return accepted
-
-    @staticmethod
-    def _pick_addresses(session: Session, jobs: list[_PortJob], pools: dict[str, _Pool]) -> None:
-        """Free pool addresses from each cursor on, as many as were granted, in one lookup per
-        pool (usually); given to the requests in order."""
-        picked: dict[str, list[str]] = {}
-        for pool in pools.values():
-            if pool.wanted:
-                picked[pool.id] = PortAllocation._free_addresses(session, pool, pool.wanted)
-                pool.wanted = 0
-        for job in jobs:
-            for pool, address in job.wanted:
-                if address is not None:
-                    job.addresses.append((pool, str(address)))
-                else:
-                    # The counters promise at least that many free addresses; should they be wrong,
-                    # the unique constraint still refuses a duplicate.
-                    job.addresses.append((pool, picked[pool.id].pop(0)))
-
-    @staticmethod
-    def _free_addresses(session: Session, pool: _Pool, count: int) -> list[str]:
-        plan = pool.get_plan()
-        size = plan.pool_size()
-        found: list[str] = []
-        last = pool.cursor
-        for window in ipam.scan_windows(plan.pools, pool.cursor, window=max(64, count + SPARE_CANDIDATES),
-                                        first=count + SPARE_CANDIDATES):
-            texts = [ipam.to_text(value, plan.version) for value in window]
-            held = set(session.connection().execute(_HELD, {"subnet": pool.id, "addresses": texts}).scalars())
-            for value, text in zip(window, texts):
-                if text not in held and text not in pool.taken:
-                    found.append(text)
-                    pool.taken.add(text)
-                    last = value
-                    if len(found) == count:
-                        pool.cursor = (ipam.position(plan.pools, last) + 1) % size
-                        return found
-        raise ipam.no_capacity(f"subnet '{pool.id}' has no free address left")
 
     def _insert_ports(self, session: Session, jobs: list[_PortJob], networks: dict[str, Any]) -> None:
         if not jobs:
