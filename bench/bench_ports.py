@@ -2,20 +2,22 @@
 
 Starts ``vimkit serve`` as a separate process (SQLite in a temporary data directory, or the
 database given with --database-url; the simulated driver with its default latencies unless
---latency-scale says otherwise), creates one network with an IPv4 /16 subnet, then creates
---ports ports from --concurrency concurrent keep-alive connections and prints ports/s, p50 and
-p99. The load comes from wrk (C, one thread) when it is installed: an httpx client in Python
+--latency-scale says otherwise), creates one network with an IPv4 /16 subnet, then creates ports
+for --seconds (wrk) or --ports of them (httpx) from --concurrency concurrent keep-alive
+connections and prints ports/s, p50 and p99. The load comes from wrk (C, one thread) when it is installed: an httpx client in Python
 needs about as much CPU per request as the server, and on a 2-core machine it capped the
 figure. Afterwards every port is read back through the API: all ``ALLOCATED``, none missing, no
 address or MAC given twice.
 
     apt-get install -y wrk   # the load generator; without it (or with --python-client) httpx is used
     .venv/bin/python bench/bench_ports.py [--seconds 10 | --python-client --ports 3000] [--concurrency 32]
-                                          [--latency-scale 1.0] [--no-sim-persistence]
+                                          [--latency-scale 1.0] [--no-sim-persistence] [--no-baseline]
+
+With wrk, ``GET`` of the network is then measured the same way (same server, same run): on a
+shared machine the ratio of the two holds where absolute figures move.
 
 ``--no-sim-persistence`` runs the same server (built by this script instead of ``vimkit serve``)
-with the simulator keeping its state in memory only: the simulator rewrites its whole state file
-on every operation, which otherwise dominates (see docs/benchmarks.md).
+with the simulator keeping its state in memory only (no state file written at all).
 """
 
 from __future__ import annotations
@@ -83,25 +85,21 @@ async def create_ports(base_url: str, token: str, network_id: str, count: int, c
     }
 
 
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
+WRK_DONE = """
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %d %d %d %f %f\\n", summary.requests, summary.duration,
     summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
     + summary.errors.timeout, latency:percentile(50), latency:percentile(99)))
 end
 """
+WRK_POST = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n' + WRK_DONE
 
 
-def create_ports_wrk(base_url: str, token: str, network_id: str, seconds: int, concurrency: int,
-                     workdir: Path) -> dict:
+def drive_wrk(url: str, token: str, seconds: int, concurrency: int, script: Path) -> dict:
     """wrk runs for a duration (it cannot stop after a number of answers)."""
-    script = workdir / "ports.lua"
-    script.write_text(f"wrk.body = '{{\"networkId\": \"{network_id}\"}}'\n" + WRK_SCRIPT)
     output = subprocess.run(
-        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "-s", str(script),
-         "-H", f"Authorization: Bearer {token}", f"{base_url}/network/v1/ports"],
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s", "-s", str(script),
+         "-H", f"Authorization: Bearer {token}", url],
         capture_output=True, text=True, check=True).stdout
     match = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", output)
     assert match, output
@@ -157,6 +155,8 @@ def main() -> None:
     parser.add_argument("--no-sim-persistence", action="store_true",
                         help="keep the simulator's state in memory (no state file rewritten per operation)")
     parser.add_argument("--python-client", action="store_true", help="use httpx even when wrk is installed")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the GET of one network measured with wrk after the ports, for comparison")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="vimkit-bench-") as tmp:
@@ -190,7 +190,9 @@ def main() -> None:
                                                       "cidr": "10.128.0.0/16"}).raise_for_status()
             use_wrk = shutil.which("wrk") is not None and not args.python_client
             if use_wrk:
-                result = create_ports_wrk(base_url, token, network_id, args.seconds, args.concurrency, data_dir)
+                script = data_dir / "ports.lua"
+                script.write_text(f"wrk.body = '{{\"networkId\": \"{network_id}\"}}'\n" + WRK_POST)
+                result = drive_wrk(f"{base_url}/network/v1/ports", token, args.seconds, args.concurrency, script)
             else:
                 result = asyncio.run(create_ports(base_url, token, network_id, args.ports, args.concurrency))
             with httpx.Client(base_url=base_url, headers=headers, timeout=60) as api:
@@ -206,6 +208,14 @@ def main() -> None:
                   f"addresses and MACs unique: {stored['unique']}")
             if result["first_error"]:
                 print("first error:", result["first_error"])
+            if use_wrk and not args.no_baseline:
+                script = data_dir / "get.lua"
+                script.write_text(WRK_DONE)
+                baseline = drive_wrk(f"{base_url}/network/v1/networks/{network_id}", token, args.seconds,
+                                     args.concurrency, script)
+                print(f"baseline, GET one network in the same server: {baseline['ports_per_s']:.0f} requests/s, "
+                      f"p50 {baseline['p50_ms']:.1f} ms, p99 {baseline['p99_ms']:.1f} ms, "
+                      f"errors {baseline['errors']}")
         finally:
             server.terminate()
             server.wait(timeout=15)
