@@ -72,6 +72,14 @@ def test_scan_visits_every_pool_address_once_from_any_start() -> None:
     assert list(ipam.scan((), 0)) == []
 
 
+def test_position_is_the_inverse_of_the_scan_order() -> None:
+    pools = ((10, 12), (20, 20), (30, 33))
+    assert [ipam.position(pools, value) for value in ipam.scan(pools, 0)] == list(range(8))
+    assert next(ipam.scan(pools, ipam.position(pools, 31))) == 31
+    with pytest.raises(ValueError):
+        ipam.position(pools, 15)
+
+
 def test_overlap_detection() -> None:
     network = ipaddress.ip_network("10.0.1.0/24")
     assert ipam.overlapping(network, ["10.0.0.0/16"]) == "10.0.0.0/16"
