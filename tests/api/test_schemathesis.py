@@ -17,7 +17,8 @@ import pytest
 
 from tests.conftest import start_server
 
-pytestmark = [pytest.mark.slow]
+# 137 operations: about 4 minutes on an idle 2-core machine, much more on a loaded one.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 HOOKS = "tests.api.schemathesis_hooks"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +40,7 @@ def test_every_operation_conforms_to_the_openapi_document(tmp_path: Path) -> Non
             # Fuzzing these would delete or re-key the consumer whose token the run uses (its id
             # is in the consumer list); test_security.py covers them explicitly.
             "--exclude-path-regex", r"^/admin/v1/consumers/\{consumer_id\}",
-            "--max-examples", "30",
+            "--max-examples", "20",
             "--workers", "1",
             "--seed", "20261125",
             "--phases", "examples,coverage,fuzzing",
@@ -49,7 +50,7 @@ def test_every_operation_conforms_to_the_openapi_document(tmp_path: Path) -> Non
             "--report", "junit",
             "--report-dir", str(tmp_path / "report"),
         ]
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1400, cwd=tmp_path)
         output = result.stdout + result.stderr
         (tmp_path / "schemathesis.out").write_text(output)
         assert result.returncode == 0, output[-20000:]
