@@ -195,3 +195,53 @@ def test_a_wrong_address_counter_is_recounted(crowded_vim: RunningServer) -> Non
         capacity = {a["subnetId"]: a for a in api.get("/network-info/v1/capacity").json()["addresses"]}
         assert (capacity[sub_id]["allocated"], capacity[sub_id]["available"]) == (3, 0)
         assert _count(crowded_vim, PortRow) == 3
+
+
+@pytest.fixture
+def replicas(database_url: str, tmp_path: Path) -> Iterator[tuple[RunningServer, RunningServer]]:
+    if database_url.startswith("sqlite"):
+        pytest.skip("replicas share a PostgreSQL database")
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text(INVENTORY)
+    first = start_server(tmp_path / "one", database_url, inventory_file=inventory, replica_id="one")
+    second = start_server(tmp_path / "two", database_url, inventory_file=inventory, replica_id="two")
+    try:
+        yield first, second
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_two_replicas_allocating_ports_and_anti_affine_networks(replicas: tuple[RunningServer, RunningServer]) -> None:
+    """Each process has its own port writer: across processes the subnet and group row locks and
+    the unique constraints keep addresses, MACs and anti-affinity right."""
+    from vimkit.drivers.base import NetworkSpec, Segmentation, SubnetSpec
+
+    first, second = replicas
+    net_id, sub_id = _network_with_pool(first, "10.63.0.0/24", "10.63.0.10", "10.63.0.129")  # 120 addresses
+    # Each test replica has its own simulator: the second learns of the network as a shared backend would.
+    other = second.services.infrastructure.driver  # type: ignore[attr-defined]
+    asyncio.run(other.create_network(NetworkSpec(net_id, "n", Segmentation("vlan", 1, "physnet1"))))
+    asyncio.run(other.create_subnet(SubnetSpec(sub_id, net_id, "10.63.0.0/24")))
+    with first.client() as api:
+        group = api.post("/network/v1/affinity_groups", json={"groupName": "g", "type": "ANTI_AFFINITY"}).json()
+
+    async def both(path: str, bodies: list[dict]) -> list[httpx.Response]:
+        halves = await asyncio.gather(_burst(first, path, bodies[::2]), _burst(second, path, bodies[1::2]))
+        return [*halves[0], *halves[1]]
+
+    responses = asyncio.run(both("/network/v1/ports", [{"networkId": net_id}] * 140))
+    created = [r.json() for r in responses if r.status_code == 201]
+    assert len(created) == 120, [r.text for r in responses if r.status_code not in (201, 409)][:3]
+    assert {r.json()["cause"] for r in responses if r.status_code != 201} == {"NO_CAPACITY"}
+    addresses = [p["fixedIps"][0]["ipAddress"] for p in created]
+    assert len(set(addresses)) == 120 and len({p["macAddress"] for p in created}) == 120
+    with second.client() as api:
+        capacity = {a["subnetId"]: a for a in api.get("/network-info/v1/capacity").json()["addresses"]}
+    assert (capacity[sub_id]["allocated"], capacity[sub_id]["available"]) == (120, 0)
+
+    body = {"networkType": "vlan",
+            "affinityOrAntiAffinityConstraints": [{"type": "ANTI_AFFINITY",
+                                                   "affinityOrAntiAffinityResourceGroupId": group["groupId"]}]}
+    responses = asyncio.run(both("/network/v1/networks", [body] * 20))
+    assert sorted(r.status_code for r in responses) == [201] + [409] * 19
