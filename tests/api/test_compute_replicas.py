@@ -16,12 +16,13 @@ from tests.api.test_compute import WAIT, compute_settings
 from tests.conftest import RunningServer, start_server
 
 FLAVOUR_VCPUS = {"m1.tiny": 1, "m1.small": 1, "m1.medium": 2, "m1.large": 4}
+# Replicas share a database server: PostgreSQL only (database_url is parametrized over both).
+pytestmark = pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)],
+                                     indirect=True)
 
 
 @pytest.fixture
 def replicas(database_url: str, tmp_path: Path) -> Iterator[tuple[RunningServer, RunningServer]]:
-    if database_url.startswith("sqlite"):
-        pytest.skip("replicas share a PostgreSQL database")
     first = start_server(tmp_path / "one", database_url, replica_id="one", **compute_settings(tmp_path / "a"))
     second = start_server(tmp_path / "two", database_url, replica_id="two", **compute_settings(tmp_path / "b"))
     try:
