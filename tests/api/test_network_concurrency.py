@@ -199,8 +199,6 @@ def test_a_wrong_address_counter_is_recounted(crowded_vim: RunningServer) -> Non
 
 @pytest.fixture
 def replicas(database_url: str, tmp_path: Path) -> Iterator[tuple[RunningServer, RunningServer]]:
-    if database_url.startswith("sqlite"):
-        pytest.skip("replicas share a PostgreSQL database")
     inventory = tmp_path / "inventory.toml"
     inventory.write_text(INVENTORY)
     first = start_server(tmp_path / "one", database_url, inventory_file=inventory, replica_id="one")
@@ -212,6 +210,8 @@ def replicas(database_url: str, tmp_path: Path) -> Iterator[tuple[RunningServer,
         second.stop()
 
 
+# Replicas share a database server: PostgreSQL only (database_url is parametrized over both).
+@pytest.mark.parametrize("database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
 def test_two_replicas_allocating_ports_and_anti_affine_networks(replicas: tuple[RunningServer, RunningServer]) -> None:
     """Each process has its own port writer: across processes the subnet and group row locks and
     the unique constraints keep addresses, MACs and anti-affinity right."""
