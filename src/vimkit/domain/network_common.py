@@ -188,9 +188,11 @@ class NetworkBase:
             if network is not None and row.id in network.body.get("subnetId", []):
                 bump(network, {**network.body, "subnetId": [s for s in network.body["subnetId"] if s != row.id]})
         elif isinstance(row, PortRow):
-            held = session.execute(select(IpAllocationRow.subnet_id, func.count()).where(
-                IpAllocationRow.port_id == row.id, IpAllocationRow.in_pool.is_(True))
-                .group_by(IpAllocationRow.subnet_id).order_by(IpAllocationRow.subnet_id)).all()
+            # Subnet rows are locked in creation order, as port allocation locks them: no deadlock.
+            held = session.execute(select(IpAllocationRow.subnet_id, func.count())
+                                   .join(SubnetRow, SubnetRow.id == IpAllocationRow.subnet_id)
+                                   .where(IpAllocationRow.port_id == row.id, IpAllocationRow.in_pool.is_(True))
+                                   .group_by(IpAllocationRow.subnet_id, SubnetRow.seq).order_by(SubnetRow.seq)).all()
             session.execute(delete(IpAllocationRow).where(IpAllocationRow.port_id == row.id))
             for subnet_id, count in held:
                 session.execute(update(SubnetRow).where(SubnetRow.id == subnet_id)
