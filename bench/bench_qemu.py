@@ -50,11 +50,17 @@ def boot_seconds(data_dir: Path, compute_id: str) -> float:
     return float(state["vms"][compute_id]["boot_seconds"])
 
 
+def namespaces() -> set[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in listed.splitlines() if line.startswith("vimkit-")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="repetitions of each scenario")
     args = parser.parse_args()
     subprocess.run([str(ROOT / "scripts" / "build-test-guest.sh"), str(GUEST)], check=True, capture_output=True)
+    before = namespaces()
     with tempfile.TemporaryDirectory(prefix="vimkit-bench-qemu-") as tmp:
         data_dir = Path(tmp)
         port = free_port()
@@ -99,6 +105,9 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=60)
+            # The driver keeps its namespace across restarts (VMs survive the VIM); this run's goes.
+            for name in namespaces() - before:
+                subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
 if __name__ == "__main__":
