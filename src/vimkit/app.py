@@ -36,6 +36,7 @@ from vimkit.api.routes import storage, storage_info
 from vimkit.api.routes import network, network_info
 from vimkit.api.routes import computes
 from vimkit.api.routes import performance
+from vimkit.api.routes import images as image_routes
 from vimkit.api.routing import VimRoute
 from vimkit.auth.external import ExternalIssuer
 from vimkit.auth.keys import KeyStore
@@ -50,6 +51,7 @@ from vimkit.domain.infrastructure import InfrastructureService, build_driver
 from vimkit.domain.storage import StorageService
 from vimkit.domain.network import NetworkService
 from vimkit.domain.compute import ComputeService
+from vimkit.domain.images import ImageService
 from vimkit.store.network_tables import NetworkRow, PortRow
 from vimkit.store.repository import group_of
 from vimkit.domain.performance import PerformanceService
@@ -86,6 +88,7 @@ class Services:
     network: NetworkService | None = field(default=None)
     compute: ComputeService | None = field(default=None)
     performance: PerformanceService | None = field(default=None)
+    images: ImageService | None = field(default=None)
     dispatcher: Dispatcher | None = field(default=None)
 
     def close(self) -> None:
@@ -156,6 +159,7 @@ def build_services(settings: Settings) -> Services:
                                               dispatch_settings(settings).base_url)
     if settings.seed_flavours:
         flavours.seed_defaults()
+    services.images = ImageService(database, services.infrastructure, seed=settings.seed_flavours)
     return services
 
 
@@ -299,6 +303,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     routers += [network.router, network_info.router]
     routers += [computes.router]
     routers += [performance.router, performance.metrics_router]
+    routers += [image_routes.router]
     routers += [subscriptions.build_router(api) for api in NOTIFICATION_TYPES]
     # The routes go straight into the application's router: FastAPI 0.16x wraps an included
     # router in an _IncludedRouter that rebuilds route contexts on every request, which took a

@@ -132,11 +132,15 @@ class ComputeRules:
         return zone_ids, location.hostId
 
     def check_image(self, session: Session, principal: Principal, image_id: str) -> None:
-        """An image id is handed to the driver as it is (vimkit has no image service); one that
-        names a compute snapshot must be a snapshot the consumer can see."""
+        """The image must be one the consumer may boot: a registered image of its resource group
+        or a public one (docs/images.md), or a compute snapshot of its group."""
+        from vimkit.domain.images import usable_image  # the registry imports the compute tables
+
+        if usable_image(session, visibility_of(principal), image_id) is not None:
+            return
         snapshot = session.scalar(select(ComputeSnapshotRow).where(ComputeSnapshotRow.id == image_id))
-        if snapshot is not None and not principal.is_admin and snapshot.resource_group_id != principal.resource_group_id:
-            raise invalid("vcImageId", f"image '{image_id}' does not exist")
+        if snapshot is None or (not principal.is_admin and snapshot.resource_group_id != principal.resource_group_id):
+            raise invalid("vcImageId", f"image '{image_id}' does not exist (see /admin/v1/images)")
 
     def affinity(self, session: Session, principal: Principal, constraints: Sequence[AffinityOrAntiAffinityConstraint],
                  name: str) -> tuple[AffinityRule, ...]:
