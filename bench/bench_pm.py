@@ -27,6 +27,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import datetime
@@ -98,14 +99,35 @@ def parse_time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def tick_breakdown(path: Path) -> tuple[float, float, float]:
-    """Medians of the sampling, derivation and write times of the ticks that stored a report."""
-    pattern = re.compile(r"PM tick \S+: \d+ samples in ([\d.]+) s, derived in ([\d.]+) s, (\d+) reports and \d+ "
-                         r"crossings stored in ([\d.]+) s")
-    rows = [(float(m[1]), float(m[2]), float(m[4])) for m in map(pattern.search, path.read_text().splitlines())
-            if m and int(m[3]) > 0]
+def watch_reports(base: str, token: str, job_id: str, ends: list[float], seen: dict[float, float]) -> None:
+    """Readiness as a client sees it: from each period end, poll the job's report listing every
+    20 ms until the report of that period is listed (committed and fetchable); ``seen[end]`` is
+    the time of that response minus the period end (an upper bound, HTTP round trip included)."""
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+        for end in ends:
+            time.sleep(max(0.0, end - time.time()))
+            while time.time() - end < 60:
+                listed = client.get(f"/performance/v1/pm_jobs/{job_id}/reports").json()
+                if any(abs(parse_time(report["periodEnd"]) - end) < 0.001 for report in listed):
+                    seen[end] = time.time() - end
+                    break
+                time.sleep(0.02)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def tick_breakdown(path: Path) -> tuple[float, float, float, float]:
+    """Medians of the start delay, sampling, derivation and write times of the ticks that stored a report."""
+    pattern = re.compile(r"PM tick \S+ \(began ([-\d.]+) s late\): \d+ samples in ([\d.]+) s, derived in ([\d.]+) s, "
+                         r"(\d+) reports and \d+ crossings stored in ([\d.]+) s")
+    rows = [(float(m[1]), float(m[2]), float(m[3]), float(m[5])) for m in map(pattern.search,
+                                                                               path.read_text().splitlines())
+            if m and int(m[4]) > 0]
     if not rows:
-        return (float("nan"),) * 3  # type: ignore[return-value]
+        return (float("nan"),) * 4  # type: ignore[return-value]
     return tuple(sorted(column)[len(column) // 2] for column in zip(*rows))  # type: ignore[return-value]
 
 
@@ -153,9 +175,19 @@ def main() -> None:
             job_id = created.json()["pmJobId"]
             # warm-up: the job's first whole period, plus the counters' first baseline
             time.sleep(period - time.time() % period + period + 0.5)
+            first_end = time.time() // period * period + period
+            ends = [first_end + index * period for index in range(args.periods)]
+            seen: dict[float, float] = {}
+            watcher = threading.Thread(target=watch_reports, args=(base, token, job_id, ends, seen), daemon=True)
+            watcher.start()
             busy = measure_cpu(server.pid, args.periods * period)
+            watcher.join(timeout=65)
             reports = api.get(f"/performance/v1/pm_jobs/{job_id}/reports").json()
             ready = sorted(parse_time(r["readyTime"]) - parse_time(r["periodEnd"]) for r in reports)
+            fetchable = sorted(seen.values())
+            missing = len(ends) - len(fetchable)
+            sample = api.get(f"/performance/v1/pm_jobs/{job_id}/reports/{reports[-1]['reportId']}").json()
+            entries = len(sample["entries"])
             metrics = api.get("/metrics").text
             count = float(re.search(r"^vimkit_pm_report_ready_seconds_count (\S+)$", metrics, re.M).group(1))
             total = float(re.search(r"^vimkit_pm_report_ready_seconds_sum (\S+)$", metrics, re.M).group(1))
@@ -173,13 +205,18 @@ def main() -> None:
                   f"(collector share {max(0.0, busy - idle) * 100:.1f} %)")
             print(f"collector ticks: {tick_count}, mean {float(ticks) / float(tick_count) * 1000:.0f} ms "
                   f"(sampling + derivation + writes)")
-            print(f"reports: {len(reports)} (objects per report {sorted(sizes)}), notifications received {notes}")
+            print(f"reports: {len(reports)} (objects per report {sorted(sizes)}; the last fetched has {entries} "
+                  f"entries), notifications received {notes}")
             print(f"readiness (readyTime - periodEnd): p50 {ready[len(ready) // 2] * 1000:.0f} ms, "
                   f"max {ready[-1] * 1000:.0f} ms")
+            print(f"readiness as fetched (period end -> listed by GET .../reports), {len(fetchable)} periods"
+                  f"{f', {missing} never listed within 60 s' if missing else ''}: "
+                  f"p50 {percentile(fetchable, 0.5) * 1000:.0f} ms, p90 {percentile(fetchable, 0.9) * 1000:.0f} ms, "
+                  f"max {fetchable[-1] * 1000:.0f} ms; all: {', '.join(f'{v * 1000:.0f}' for v in fetchable)}")
             print(f"readiness after commit (server histogram): mean {total / count * 1000:.0f} ms, "
                   f"{within:.0f} of {count:.0f} within 1 s")
-            print("report ticks, median: driver sampling {:.0f} ms, derivation {:.0f} ms, report + notification "
-                  "written {:.0f} ms".format(*(value * 1000 for value in breakdown)))
+            print("report ticks, median: began {:.0f} ms after the period end, driver sampling {:.0f} ms, derivation "
+                  "{:.0f} ms, report + notification written {:.0f} ms".format(*(value * 1000 for value in breakdown)))
         finally:
             receiver.stop()
             server.terminate()

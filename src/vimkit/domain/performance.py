@@ -43,7 +43,7 @@ from vimkit.domain.pm_collect import Collector, JobState, ReadyReport, Threshold
 from vimkit.domain.pm_derive import align_up
 from vimkit.domain.pm_export import exposition, report_entries
 from vimkit.domain.storage import STORAGE_SCHEMA
-from vimkit.drivers.base import DriverError
+from vimkit.drivers.base import DriverError, MetricColumn, sample_metric_columns
 from vimkit.models.performance import PmJobCreate, ThresholdCreate
 from vimkit.notify.filters import PERFORMANCE_AVAILABLE, THRESHOLD_CROSSED
 from vimkit.notify.outbox import emit
@@ -191,16 +191,18 @@ class PerformanceService:
 
     async def tick(self, now_ms: int) -> None:
         started = time.perf_counter()
+        late = self.clock() - now_ms / 1000  # how long after the sample instant the tick began
         collector = self.collector
         if collector.active:
-            samples: list[Any] = []
+            columns: list[MetricColumn] = []
             if collector.sampled:
                 try:
-                    samples = await self.infra.driver.sample_metrics(collector.sampled)
+                    columns = await sample_metric_columns(self.infra.driver, collector.sampled)
                 except DriverError as exc:
                     log.warning("sampling failed (%s); this tick has no samples", exc.message)
+            samples = sum(len(column.values) for column in columns)
             sampled = time.perf_counter()
-            outcome = await asyncio.to_thread(collector.ingest, now_ms, samples)
+            outcome = await asyncio.to_thread(collector.ingest_columns, now_ms, columns)
             derived = time.perf_counter()
             if outcome.reports or outcome.crossings:
                 await asyncio.to_thread(self._persist, outcome)
@@ -213,8 +215,9 @@ class PerformanceService:
             TICK_SECONDS.observe(took)
             # An overrun means samples are being skipped: the interval is too short for this many objects.
             log.log(logging.WARNING if took * 1000 > self.sample_ms else logging.DEBUG,
-                    "PM tick %s: %d samples in %.3f s, derived in %.3f s, %d reports and %d crossings stored in "
-                    "%.3f s, %d selections refreshed; %.3f s in all", iso(now_ms), len(samples), sampled - started,
+                    "PM tick %s (began %.3f s late): %d samples in %.3f s, derived in %.3f s, %d reports and %d "
+                    "crossings stored in %.3f s, %d selections refreshed; %.3f s in all", iso(now_ms), late, samples,
+                    sampled - started,
                     derived - sampled, len(outcome.reports), len(outcome.crossings), stored - derived, len(dynamic),
                     took)
         if now_ms / 1000 - self._last_purge >= _PURGE_EVERY_S:

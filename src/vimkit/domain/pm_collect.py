@@ -20,6 +20,7 @@ from typing import Any
 
 from vimkit.domain.pm_catalogue import CATALOGUE, COUNTER_METRICS, MEAN
 from vimkit.domain.pm_derive import ClosedPeriod, Key, Window, align_up, as_number, counter_increment, crossing
+from vimkit.drivers.base import MetricColumn, metric_columns
 from vimkit.drivers.model import MetricName
 from vimkit.drivers.specs import MetricSample
 
@@ -120,6 +121,9 @@ class Collector:
         self.latest: dict[int, ClosedPeriod] = {}  # last closed period per length, for /metrics
         self.groups: dict[str, str] = {}  # object id -> owning resource group (metric labels)
         self.sampled: tuple[str, ...] = ()
+        # Per metric, the last column's ids and their interned keys: a backend returns the same
+        # objects in the same order tick after tick, so the keys are looked up once, not per tick.
+        self._column_keys: dict[str, tuple[Sequence[str], Sequence[str | None] | None, list[Key]]] = {}
 
     # -- membership ---------------------------------------------------------------------------
     def add_job(self, job: JobState, groups: dict[str, str]) -> None:
@@ -174,6 +178,7 @@ class Collector:
             self._last_epoch = {key: v for key, v in self._last_epoch.items() if key[0] in everything}
         self.groups = {object_id: group for object_id, group in self.groups.items() if object_id in everything}
         self.sampled = tuple(sorted(everything))
+        self._column_keys.clear()
 
     @property
     def active(self) -> bool:
@@ -182,6 +187,10 @@ class Collector:
     # -- a tick -------------------------------------------------------------------------------
     def ingest(self, now_ms: int, samples: Sequence[MetricSample]) -> TickOutcome:
         """Add the samples taken at ``now_ms`` and close every period that ended."""
+        return self.ingest_columns(now_ms, metric_columns(samples))
+
+    def ingest_columns(self, now_ms: int, columns: Sequence[MetricColumn]) -> TickOutcome:
+        """:meth:`ingest` for samples in columns (``sample_metric_columns``)."""
         with self._lock:
             closed: list[ClosedPeriod] = []
             open_windows: list[tuple[frozenset[str], Window]] = []
@@ -194,53 +203,85 @@ class Collector:
                     closed.append(window.close())
                     window = self._windows[period_ms] = Window(period_ms, end_ms)
                 open_windows.append((members, window))
-            self._add(samples, open_windows)
+            for column in columns:
+                self._add(column, open_windows)
             for period_ms, window in list(self._windows.items()):
                 if now_ms == window.end_ms:
                     closed.append(window.close())
                     self._windows[period_ms] = Window(period_ms, window.end_ms + period_ms)
             return self._dispatch(closed)
 
-    def _add(self, samples: Sequence[MetricSample], windows: list[tuple[frozenset[str], Window]]) -> None:
-        """The per-sample loop: every counter increment is computed once, then added to each
-        window whose objects include the sample's."""
-        interned, last_value, last_epoch = self._interned, self._last_value, self._last_epoch
-        codes = _CODES
-        for sample in samples:
-            object_id = sample.object_id
-            code = codes[sample.metric]
-            probe = (object_id, sample.sub_object_id, code)
+    def _keys(self, code: str, column: MetricColumn) -> list[Key]:
+        """The interned key of each sample of ``column`` (cached while the column's ids repeat)."""
+        ids, subs = column.object_ids, column.sub_object_ids
+        cached = self._column_keys.get(code)
+        if cached is not None and cached[0] == ids and cached[1] == subs:
+            return cached[2]
+        interned = self._interned
+        keys: list[Key] = []
+        for object_id, sub_object_id in zip(ids, subs if subs is not None else [None] * len(ids)):
+            probe = (object_id, sub_object_id, code)
             key = interned.get(probe)
             if key is None:
                 key = interned[probe] = probe
-            value = sample.value
-            if code in _COUNTER_CODES:
+            keys.append(key)
+        self._column_keys[code] = (ids, subs, keys)
+        return keys
+
+    def _add(self, column: MetricColumn, windows: list[tuple[frozenset[str], Window]]) -> None:
+        """One column into every open window whose objects include its samples' objects. The
+        loops here run 70,000 times a tick for 10,000 computes: each counter increment is
+        computed once, window updates are inlined, and a window measuring every object of the
+        column skips the per-sample membership test."""
+        code = _CODES[column.metric]
+        keys = self._keys(code, column)
+        values = column.values
+        targets = [(None if members.issuperset(column.object_ids) else members, window) for members, window in windows
+                   if not members.isdisjoint(column.object_ids)]
+        if code in _COUNTER_CODES:
+            last_value, last_epoch = self._last_value, self._last_epoch
+            epochs = column.epochs if column.epochs is not None else [0] * len(keys)
+            increased: list[Key] = []
+            increments: list[float] = []
+            for key, value, epoch in zip(keys, values, epochs):
                 previous = last_value.get(key)
                 last_value[key] = value
-                epoch = sample.epoch
                 previous_epoch = last_epoch.get(key, epoch)
                 last_epoch[key] = epoch
                 if previous is None:
                     continue  # the first sample of a counter is only its baseline
-                increment = counter_increment(previous, previous_epoch, value, epoch)
-                for members, window in windows:
-                    if object_id in members:
-                        deltas = window.delta
-                        deltas[key] = deltas.get(key, 0.0) + increment
-            else:
-                for members, window in windows:
-                    if object_id in members:  # Window.add, inlined: this loop runs 70,000 times a tick
-                        counts = window.count
-                        count = counts.get(key)
-                        if count is None:
-                            counts[key] = 1
-                            window.total[key] = value
-                            window.peak[key] = value
-                        else:
-                            counts[key] = count + 1
-                            window.total[key] += value
-                            if value > window.peak[key]:
-                                window.peak[key] = value
+                if epoch == previous_epoch and value >= previous:  # counter_increment's common case
+                    increments.append(value - previous)
+                else:
+                    increments.append(counter_increment(previous, previous_epoch, value, epoch))
+                increased.append(key)
+            for members, window in targets:
+                deltas = window.delta
+                get = deltas.get
+                if members is None:
+                    for key, increment in zip(increased, increments):
+                        deltas[key] = get(key, 0.0) + increment
+                else:
+                    for key, increment in zip(increased, increments):
+                        if key[0] in members:
+                            deltas[key] = get(key, 0.0) + increment
+            return
+        for members, window in targets:
+            counts, total, peak = window.count, window.total, window.peak
+            rows = zip(keys, values)
+            if members is not None:
+                rows = ((key, value) for key, value in rows if key[0] in members)  # type: ignore[assignment]
+            for key, value in rows:  # Window.add, inlined
+                count = counts.get(key)
+                if count is None:
+                    counts[key] = 1
+                    total[key] = value
+                    peak[key] = value
+                else:
+                    counts[key] = count + 1
+                    total[key] += value
+                    if value > peak[key]:
+                        peak[key] = value
 
     def _dispatch(self, closed: Iterable[ClosedPeriod]) -> TickOutcome:
         reports: list[ReadyReport] = []

@@ -39,12 +39,17 @@ Metrics are pulled: the VIM's PM collector calls :meth:`Driver.sample_metrics` o
 collection tick. Utilisations are instantaneous percentages; NIC byte/packet figures are the
 guest's cumulative counters, which reset when the guest's device is recreated (reboot, stop and
 start, resume, migration); each sample carries the counter ``epoch`` so the PM code can tell a
-reset from wrap-around and never emits a negative delta (pm-measurements.md §2).
+reset from wrap-around and never emits a negative delta (pm-measurements.md §2). A backend may
+also offer :meth:`ColumnarSampler.sample_metrics_columns`, the same samples as one
+:class:`MetricColumn` per metric (parallel lists instead of one object per value);
+:func:`sample_metric_columns` calls it when present and otherwise adapts ``sample_metrics``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from vimkit.drivers.events import EventHub, Subscription
@@ -151,6 +156,66 @@ class Driver(Protocol):
         """Sample every running compute and every volume (or only ``object_ids``) now."""
 
 
+@dataclass(frozen=True, slots=True)
+class MetricColumn:
+    """The samples of one metric taken by one call, as parallel sequences: sample ``i`` is
+    ``values[i]`` of ``object_ids[i]`` (sub-object ``sub_object_ids[i]``, counter epoch
+    ``epochs[i]``). ``sub_object_ids`` / ``epochs`` are None when every sample has none / epoch 0.
+    Columns of one call may share their id sequences; none of them is mutated afterwards."""
+
+    object_type: ObjectType
+    metric: MetricName
+    timestamp: datetime
+    object_ids: Sequence[str]
+    values: Sequence[float]
+    sub_object_ids: Sequence[str | None] | None = None
+    epochs: Sequence[int] | None = None
+
+    def samples(self) -> list[MetricSample]:
+        """The same samples one object each (``sample_metrics``' form)."""
+        subs = self.sub_object_ids or [None] * len(self.object_ids)
+        epochs = self.epochs or [0] * len(self.object_ids)
+        return [MetricSample(self.object_type, object_id, self.metric, value, self.timestamp, sub, epoch)
+                for object_id, value, sub, epoch in zip(self.object_ids, self.values, subs, epochs)]
+
+
+@runtime_checkable
+class ColumnarSampler(Protocol):
+    """Optional: a backend that samples straight into columns (the simulator), sparing the PM
+    collector one object per value when it measures thousands of objects."""
+
+    async def sample_metrics_columns(self, object_ids: Sequence[str] | None = None) -> list[MetricColumn]:
+        """What :meth:`Driver.sample_metrics` returns, one column per (object type, metric)."""
+
+
+def metric_columns(samples: Iterable[MetricSample]) -> list[MetricColumn]:
+    """The columnar form of per-sample results (the default adapter): one column per
+    (object type, metric, timestamp), samples in their original order within each."""
+    grouped: dict[tuple[ObjectType, MetricName, datetime], tuple[list[str], list[float], list[str | None],
+                                                                 list[int]]] = {}
+    for sample in samples:
+        key = (sample.object_type, sample.metric, sample.timestamp)
+        lists = grouped.get(key)
+        if lists is None:
+            lists = grouped[key] = ([], [], [], [])
+        lists[0].append(sample.object_id)
+        lists[1].append(sample.value)
+        lists[2].append(sample.sub_object_id)
+        lists[3].append(sample.epoch)
+    return [MetricColumn(object_type, metric, timestamp, ids, values,
+                         subs if any(sub is not None for sub in subs) else None,
+                         epochs if any(epochs) else None)
+            for (object_type, metric, timestamp), (ids, values, subs, epochs) in grouped.items()]
+
+
+async def sample_metric_columns(driver: Driver, object_ids: Sequence[str] | None = None) -> list[MetricColumn]:
+    """Sample in columns: the backend's own columnar call when it has one, else ``sample_metrics``
+    adapted (so a backend without it, like QEMU, needs no change)."""
+    if isinstance(driver, ColumnarSampler):
+        return await driver.sample_metrics_columns(object_ids)
+    return metric_columns(await driver.sample_metrics(object_ids))
+
+
 @runtime_checkable
 class FaultInjector(Protocol):
     """Implemented by backends that can fake failures (the simulator): ``POST /admin/v1/faults``."""
@@ -164,6 +229,7 @@ __all__ = [
     "MEASUREMENT_SOURCES",
     "AttachmentInfo",
     "Capabilities",
+    "ColumnarSampler",
     "ComputeInfo",
     "ComputeResources",
     "ComputeSpec",
@@ -179,6 +245,7 @@ __all__ = [
     "FixedIp",
     "HostStatus",
     "LinkState",
+    "MetricColumn",
     "MetricName",
     "MetricSample",
     "NetworkInfo",
@@ -199,4 +266,6 @@ __all__ = [
     "VolumeInfo",
     "VolumeSpec",
     "VolumeState",
+    "metric_columns",
+    "sample_metric_columns",
 ]

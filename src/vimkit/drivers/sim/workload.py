@@ -83,7 +83,23 @@ def sample_compute(
     ar_state: float, paused: bool, cpu_load: float | None,
 ) -> ComputeSample:
     """CPU, memory and disk utilisation (%) of one compute at one tick."""
-    rng = rng_for(seed, compute_id, epoch, tick)
+    return ComputeSample(*_compute_values(rng_for(seed, compute_id, epoch, tick), profile, uptime_s, ar_state,
+                                          paused, cpu_load))
+
+
+def compute_values(
+    rng: random.Random, profile: Profile, seed: int, compute_id: str, epoch: int, tick: int, uptime_s: float,
+    ar_state: float, paused: bool, cpu_load: float | None,
+) -> tuple[float, float, float, float]:
+    """:func:`sample_compute` as a plain tuple (cpu, memory, disk, AR state), drawing from ``rng``
+    re-seeded for this draw site — the same numbers as a new generator (``Random.seed`` resets
+    everything, ``gauss``' spare value included), without building one per compute and tick."""
+    rng.seed(f"{seed}:{compute_id}:{epoch}:{tick}")  # as rng_for(seed, compute_id, epoch, tick)
+    return _compute_values(rng, profile, uptime_s, ar_state, paused, cpu_load)
+
+
+def _compute_values(rng: random.Random, profile: Profile, uptime_s: float, ar_state: float, paused: bool,
+                    cpu_load: float | None) -> tuple[float, float, float, float]:
     ar_state = 0.7 * ar_state + rng.gauss(0.0, profile.cpu_noise)
     cycle = profile.cpu_amplitude * math.sin(2 * math.pi * uptime_s / profile.cpu_period_s + profile.cpu_phase)
     cpu = 0.0 if paused else _clamp(profile.cpu_base + cycle + ar_state, 0.5, 100.0)
@@ -93,16 +109,21 @@ def sample_compute(
     memory = _clamp(6.0 + (profile.memory_plateau - 6.0) * warm + rng.gauss(0.0, 0.8), 1.0, 99.0)
     disk = _clamp(profile.disk_base + profile.disk_growth_per_hour * uptime_s / 3600.0 + rng.gauss(0.0, 0.05),
                   0.1, 99.0)
-    return ComputeSample(round(cpu, 3), round(memory, 3), round(disk, 3), ar_state)
+    return (round(cpu, 3), round(memory, 3), round(disk, 3), ar_state)
 
 
 def nic_increments(
     profile: Profile, seed: int, compute_id: str, port_id: str, epoch: int, tick: int, cpu: float, elapsed_s: float,
+    rng: random.Random | None = None,
 ) -> tuple[int, int, int, int]:
-    """(rx bytes, tx bytes, rx packets, tx packets) transferred by one NIC during ``elapsed_s``."""
+    """(rx bytes, tx bytes, rx packets, tx packets) transferred by one NIC during ``elapsed_s``
+    (``rng``: a generator to re-seed for the draw instead of a new one; same numbers)."""
     if elapsed_s <= 0:
         return (0, 0, 0, 0)
-    rng = rng_for(seed, compute_id, port_id, epoch, tick)
+    if rng is None:
+        rng = rng_for(seed, compute_id, port_id, epoch, tick)
+    else:
+        rng.seed(f"{seed}:{compute_id}:{port_id}:{epoch}:{tick}")  # as rng_for(seed, compute_id, port_id, …)
     activity = 0.25 + cpu / 100.0
     rx = int(profile.rx_bytes_per_s * activity * rng.lognormvariate(0.0, 0.25) * elapsed_s)
     tx = int(profile.rx_bytes_per_s * profile.tx_ratio * activity * rng.lognormvariate(0.0, 0.25) * elapsed_s)
