@@ -196,3 +196,37 @@ def test_migration_matches_the_models() -> None:
     # Only this migration's table: other tables are other migrations' business.
     assert [change for change in diff if "'images'" in repr(change) or "images." in repr(change)] == []
     assert Base.metadata.tables["images"] is ImageRow.__table__
+
+
+def test_cli_images(ivim: RunningServer, files: dict[str, Path], tmp_path: Path) -> None:
+    """``vimkit images add|list|show|delete`` against the server (through the SDK's admin.images)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from tests.conftest import ADMIN_ID, ADMIN_SECRET
+    from vimkit.cli.main import app
+
+    env = {"VIMKIT_URL": ivim.base_url, "VIMKIT_CLIENT_ID": ADMIN_ID, "VIMKIT_CLIENT_SECRET": ADMIN_SECRET,
+           "VIMKIT_PROFILES": str(tmp_path / "profiles.toml"), "COLUMNS": "200"}
+    runner = CliRunner()
+
+    def cli(*args: str, code: int = 0) -> str:
+        result = runner.invoke(app, ["images", *args], env=env)
+        assert result.exit_code == code, (args, result.exit_code, result.stdout, result.stderr)
+        return result.stdout
+
+    added = json.loads(cli("add", "cli-guest", "--id", "cli-1", "--dir", str(files["guest"]), "--public",
+                           "-m", "os=busybox", "-o", "json"))
+    assert added["kind"] == "KERNEL_INITRD" and added["isPublic"] and added["metadata"] == {"os": "busybox"}
+    disk = json.loads(cli("add", "cli-disk", "--kind", "disk", "--disk", str(files["qcow2"]), "--kernel-image", "cli-1",
+                          "-o", "json"))
+    assert disk["files"][0]["format"] == "qcow2" and disk["kernelImageId"] == "cli-1"
+    listed = cli("list", "--filter", "(eq,name,cli-guest)")
+    assert "cli-1" in listed and "KERNEL_INITRD" in listed and "cli-disk" not in listed
+    assert json.loads(cli("show", "cli-1", "-o", "json"))["checksum"] == added["checksum"]
+    assert "diskPath" in runner.invoke(app, ["images", "add", "bad", "--kind", "disk", "--disk",
+                                           str(tmp_path / "missing.raw")], env=env).stderr
+    cli("delete", "cli-1", code=1)   # the disk image boots with its kernel
+    cli("delete", disk["imageId"], "cli-1")
+    cli("show", "cli-1", code=1)

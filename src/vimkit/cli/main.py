@@ -96,6 +96,8 @@ from vimkit.cli.admin_commands import consumers_app, keys_app  # noqa: E402
 
 app.add_typer(consumers_app, name="consumers")
 app.add_typer(keys_app, name="keys")
+from vimkit.cli.images import images_app  # noqa: E402
+app.add_typer(images_app, name="images")
 
 from vimkit.cli.client_commands import register as _register_client_commands  # noqa: E402
 

@@ -378,10 +378,22 @@ class Consumers(Collection[Consumer]):
         return self._do(Call("POST", f"{self.path}/{consumer_id}/rotate_secret", model=Consumer))
 
 
+class Images(Collection[dict]):
+    """Operator API (admin scope): the software image registry (docs/images.md). ``create``
+    registers files already on the VIM's host: ``{"name", "kind", "directory" | "kernelPath" +
+    "initrdPath" | "diskPath", …}``."""
+
+    path = "/admin/v1/images"
+
+
 class Admin(_Api):
     @property
     def consumers(self) -> Consumers:
         return Consumers(self._client)
+
+    @property
+    def images(self) -> Images:
+        return Images(self._client)
 
     def hosts(self) -> list[dict[str, Any]]:
         return self._do(Call("GET", "/admin/v1/hosts"))
