@@ -17,6 +17,7 @@ from fastapi.openapi.utils import get_openapi
 
 from vimkit import API_VERSION, __version__
 from vimkit.api.audit import AuditMiddleware
+from vimkit.api.dispatch import install_route_index
 from vimkit.api.json import FastJSONResponse
 from vimkit.api.middleware import ConventionsMiddleware
 from vimkit.api.problems import PROBLEM_RESPONSES, ProblemDetails, install_problem_handlers
@@ -314,3 +315,4 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.route_table = [route for router in routers for route in router.routes]
     app.openapi = lambda: _openapi(app, routers)  # type: ignore[method-assign]
     return app
+    install_route_index(app.router)

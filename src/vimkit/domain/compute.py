@@ -279,7 +279,7 @@ class ComputeService(ComputeOperations, ComputeEvents):
         return body
 
     async def allocate(self, principal: Principal, data: ComputeAllocateRequest) -> tuple[ComputeRow, asyncio.Task[Any]]:
-        plan = await asyncio.to_thread(self._plan, principal, data)
+        plan = await self.database.point_read(self._plan, principal, data)
         try:
             row, claim = await self.commits.run(lambda session: self._claim_and_insert(session, plan))
         except PlacementError as exc:

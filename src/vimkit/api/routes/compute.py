@@ -86,7 +86,8 @@ async def get_flavour(
     flavourId: str = FlavourIdPath,
     principal: Principal = Depends(current_principal),
 ) -> Response:
-    row = await run_in_threadpool(request.app.state.services.flavours.get, principal, flavourId)
+    row = await request.app.state.services.database.point_read(request.app.state.services.flavours.get, principal,
+                                                                flavourId)
     return document_response(request, row, _flavour_document(request, row.body))
 
 

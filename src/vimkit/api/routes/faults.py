@@ -46,7 +46,7 @@ async def list_alarms(
             summary="Read one alarm")
 async def get_alarm(request: Request, alarmId: str = AlarmIdPath, principal: Principal = Depends(current_principal)) -> Response:
     alarms = request.app.state.services.alarms
-    row = await run_in_threadpool(alarms.get, principal, alarmId)
+    row = await request.app.state.services.database.point_read(alarms.get, principal, alarmId)
     return document_response(request, row, alarms.representation(row))
 
 

@@ -116,7 +116,8 @@ def _collection(collection: Collection, create_body: type[BaseModel], create: Ca
                 summary=f"Query one {collection.label}", responses=NOT_MODIFIED)
     async def get_endpoint(request: Request, resource_id: str = id_path(),
                            principal: Principal = Depends(current_principal)) -> Response:
-        row = await run_in_threadpool(_service(request).get, collection.row, principal, resource_id)
+        row = await request.app.state.services.database.point_read(_service(request).get, collection.row, principal,
+                                                                        resource_id)
         return document_response(request, row, _document(request, collection, row.body))
 
     if update_body is not None:

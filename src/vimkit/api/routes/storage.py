@@ -85,7 +85,7 @@ async def list_storages(request: Request, params: ListParams = Depends(list_para
             summary="Query one Virtualised Storage Resource", responses={304: {"description": "Not modified"}})
 async def get_storage(request: Request, storageId: str = StorageIdPath,
                       principal: Principal = Depends(current_principal)) -> Response:
-    row = await run_in_threadpool(_service(request).get, principal, storageId)
+    row = await request.app.state.services.database.point_read(_service(request).get, principal, storageId)
     return document_response(request, row, _storage_document(request, row.body))
 
 
