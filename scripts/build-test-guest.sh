@@ -12,8 +12,14 @@
 #   vimkit.id=<compute id>          echoed in the ready marker and served over HTTP
 #   vimkit.net=<mac>,<addr/len>[,<gateway>][;...]   one entry per NIC, matched by MAC
 #   vimkit.userdata=<base64>        written to /run/userdata (and served as /userdata)
-# and prints "VIMKIT-READY <id> <uptime>" on the serial console once networking is up; an HTTP
-# responder (busybox httpd) on port 80 then answers "vimkit-guest <id>".
+#   vimkit.cd=1                     a config drive is attached: wait for it
+# The config drive (iso9660, label config-2, OpenStack layout) is a read-only virtio disk holding
+# openstack/latest/{meta_data.json,user_data,network_data.json}; its user_data wins over the
+# command line's. It is mounted on /mnt/config; meta_data.json is served as /meta_data.json.
+# The guest prints "VIMKIT-READY <id> <uptime>" on the serial console once networking is up; an
+# HTTP responder (busybox httpd) on port 80 then answers "vimkit-guest <id>".
+# The second serial port (ttyS1) is the VIM's guest channel: a line "NET <mac> <addr/len> [<gw>]"
+# configures the NIC with that MAC (a NIC hot-plugged after boot), answered by "NET-OK <mac> <dev>".
 set -eu
 
 dir=${1:?usage: build-test-guest.sh DIR}
@@ -58,9 +64,9 @@ cp "$work/kernel/boot/vmlinuz-$kver" "$dir/vmlinuz.tmp"
 depmod -b "$work/kernel" "$kver"
 root="$work/root"
 mkdir -p "$root/bin" "$root/sbin" "$root/proc" "$root/sys" "$root/dev" "$root/run" "$root/tmp" \
-         "$root/www" "$root/etc" "$root/lib/modules/$kver"
+         "$root/www" "$root/etc" "$root/mnt/config" "$root/lib/modules/$kver"
 moddir="$work/kernel/lib/modules/$kver"
-wanted="virtio virtio_ring virtio_pci virtio_pci_modern_dev virtio_pci_legacy_dev virtio_blk virtio_net net_failover failover virtio_balloon"
+wanted="virtio virtio_ring virtio_pci virtio_pci_modern_dev virtio_pci_legacy_dev virtio_blk virtio_net net_failover failover virtio_balloon isofs"
 : > "$work/load-order"
 for mod in $wanted; do
     # modprobe --show-depends prints dependencies first: the order insmod needs.
@@ -99,22 +105,58 @@ ud=$(arg vimkit.userdata)
 [ -n "$ud" ] && echo "$ud" | base64 -d > /run/userdata 2>/dev/null
 ip link set lo up
 
-# Devices appear asynchronously after the modules load: wait for each MAC we were given.
-echo "$(arg vimkit.net)" | tr ';' '\n' | while IFS=, read -r mac addr gw; do
-    [ -n "$mac" ] || continue
-    dev=
+# The config drive: the virtio disk that mounts as iso9660 with the OpenStack layout.
+if [ "$(arg vimkit.cd)" = 1 ]; then
     for i in $(seq 1 50); do
+        for disk in /dev/vd?; do
+            [ -b "$disk" ] || continue
+            mount -t iso9660 -o ro "$disk" /mnt/config 2>/dev/null || continue
+            [ -f /mnt/config/openstack/latest/meta_data.json ] && break 2
+            umount /mnt/config
+        done
+        sleep 0.1
+    done
+    if [ -f /mnt/config/openstack/latest/meta_data.json ]; then
+        cp /mnt/config/openstack/latest/meta_data.json /www/meta_data.json
+        [ -f /mnt/config/openstack/latest/user_data ] && cp /mnt/config/openstack/latest/user_data /run/userdata
+    else
+        echo "vimkit: no config drive found"
+    fi
+fi
+
+# Configure the NIC with MAC $1: address $2, default route via $3 (when there is none yet).
+# Devices appear asynchronously after the modules load (or after a hot-plug): wait for it.
+configure() {
+    mac=$1 addr=$2 gw=$3 dev=
+    for i in $(seq 1 100); do
         for path in /sys/class/net/*; do
             [ "$(cat "$path/address" 2>/dev/null)" = "$mac" ] && dev=${path##*/}
         done
         [ -n "$dev" ] && break
         sleep 0.1
     done
-    [ -n "$dev" ] || { echo "vimkit: no NIC with MAC $mac"; continue; }
+    [ -n "$dev" ] || { echo "vimkit: no NIC with MAC $mac"; return 1; }
     ip link set "$dev" up
-    [ -n "$addr" ] && ip addr add "$addr" dev "$dev"
-    [ -n "$gw" ] && ip route add default via "$gw" dev "$dev" 2>/dev/null
+    [ -n "$addr" ] && ip addr add "$addr" dev "$dev" 2>/dev/null
+    [ -n "$gw" ] && ! ip route | grep -q '^default' && ip route add default via "$gw" dev "$dev" 2>/dev/null
+    echo "$dev"
+}
+echo "$(arg vimkit.net)" | tr ';' '\n' | while IFS=, read -r mac addr gw; do
+    [ -n "$mac" ] && configure "$mac" "$addr" "$gw" >/dev/null
 done
+
+# The guest channel on ttyS1: NIC configuration for NICs added after boot.
+(
+    stty -F /dev/ttyS1 raw -echo 2>/dev/null
+    while true; do
+        while read -r cmd mac addr gw; do
+            case "$cmd" in
+                NET) dev=$(configure "$mac" "$addr" "$gw") && echo "NET-OK $mac $dev" > /dev/ttyS1 ;;
+            esac
+        done < /dev/ttyS1
+        sleep 1
+    done
+) &
 printf 'vimkit-guest %s\n' "$(cat /run/id)" > /www/index.html
 [ -f /run/userdata ] && cp /run/userdata /www/userdata
 httpd -p 80 -h /www

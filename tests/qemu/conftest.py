@@ -27,9 +27,9 @@ def _unavailable() -> str | None:
         import qemu.qmp  # noqa: F401  (the extra is installed)
     except ImportError:
         return "qemu.qmp is not installed (pip install -e '.[qemu]')"
-    for tool in ("qemu-system-x86_64", "qemu-img", "ip", "nsenter"):
+    for tool in ("qemu-system-x86_64", "qemu-img", "genisoimage", "ip", "nsenter"):
         if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install qemu-system-x86 qemu-utils iproute2)"
+            return f"{tool} is not installed (apt-get install qemu-system-x86 qemu-utils genisoimage iproute2)"
     if os.geteuid() != 0:
         return "network namespaces and taps need root"
     return None

@@ -122,7 +122,7 @@ def test_crash_event_and_volumes(tmp_path: Path, guest_dir: Path) -> None:
         await driver.create_volume(VolumeSpec("vol-1", "vol-1", 1, "local-pool", "local"))
         await driver.create_compute(spec("vm-2"))
         attachment = await driver.attach_volume("vol-1", "vm-2")
-        assert attachment.device == "/dev/vdb"
+        assert attachment.device == "/dev/vdc"   # vdb is the config drive
         vm = driver._vms["vm-2"]
         blocks = await vm.execute("query-block")
         assert any(b.get("inserted", {}).get("node-name") == "vvol1" for b in blocks)

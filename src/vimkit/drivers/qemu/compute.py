@@ -47,11 +47,11 @@ class ComputeOps(QemuCore):
             volume = self._volume(attachment.volume_id)
             if volume.attachments:
                 raise _err(DriverErrorCode.CONFLICT, f"volume {volume.volume_id} is attached to another compute")
-        kernel, initrd = self._guest_files(spec.image_ref)
+        source = await self._boot_source(spec.image_ref)
         record = VmRecord(spec.compute_id, spec.name, spec.host_id, spec.vcpus, spec.memory_mb, spec.disk_gb,
-                          R.STARTING.value, spec.image_ref, kernel, initrd,
-                          self._encode_user_data(spec.user_data.content if spec.user_data else None),
-                          metadata=dict(spec.metadata))
+                          R.STARTING.value, spec.image_ref,
+                          user_data=self._encode_user_data(spec.user_data.content if spec.user_data else None),
+                          metadata=dict(spec.metadata), **source)
         vm = self._new_vm(record)
         async with self._lock(spec.compute_id):
             self._state.vms[spec.compute_id] = record
@@ -174,7 +174,9 @@ class ComputeOps(QemuCore):
             if status == "paused":
                 await vm.execute("cont")
             try:
-                await vm.wait_ready(offset, self.config.boot_timeout)
+                if vm.record.kernel:
+                    await vm.wait_ready(offset, self.config.boot_timeout)
+                    await self._configure_hotplugged(vm)
             finally:
                 vm.record.state = R.RUNNING.value if vm.alive() else R.CRASHED.value
                 self._save()

@@ -9,7 +9,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,8 +30,9 @@ from vimkit.drivers.base import (
     VolumeInfo,
     VolumeState,
 )
+from vimkit.drivers.qemu import configdrive
 from vimkit.drivers.qemu.config import LOCAL_HOST_ID, QemuConfig, resolve_accel
-from vimkit.drivers.qemu.host import Namespace, run, tap_name
+from vimkit.drivers.qemu.host import CommandError, Namespace, run, tap_name
 from vimkit.drivers.qemu.state import PortRecord, QemuState, VmRecord, VolumeRecord
 from vimkit.drivers.qemu.vm import DiskWiring, NicWiring, Vm
 from vimkit.infra.inventory import Inventory
@@ -40,7 +41,8 @@ log = logging.getLogger("vimkit.drivers.qemu")
 R = RunningState
 #: States in which a QEMU process should exist; its disappearance there is a crash.
 LIVE = (R.RUNNING.value, R.PAUSED.value, R.SUSPENDED.value, R.REBOOTING.value, R.STARTING.value)
-MAX_USER_DATA = 1024   # bytes of base64 on the kernel command line (x86 allows 2048 in all)
+#: How long a guest may take to configure a hot-plugged NIC from the guest channel.
+AGENT_TIMEOUT = 20.0
 
 
 def _err(code: DriverErrorCode, message: str, retryable: bool = False) -> DriverError:
@@ -48,6 +50,9 @@ def _err(code: DriverErrorCode, message: str, retryable: bool = False) -> Driver
 
 
 class QemuCore:
+    #: Set by the VIM's image registry (vimkit.domain.images): image id → its document, or None.
+    image_resolver: Callable[[str], dict[str, Any] | None] | None = None
+
     def __init__(self, config: QemuConfig, inventory: Inventory | None = None) -> None:
         self.config = config
         self.inventory = inventory
@@ -67,6 +72,7 @@ class QemuCore:
         self._watchdog: asyncio.Task[None] | None = None
         self._pending_events: list[DriverEvent] = []
         self._cpu_prev: dict[str, tuple[int, float, float]] = {}   # pid, when, CPU seconds
+        self._closing: set[asyncio.Task[None]] = set()
 
     def _new_vm(self, record: VmRecord) -> Vm:
         return Vm(record, self.config, self.namespace, self.accel)
@@ -136,7 +142,8 @@ class QemuCore:
                            attachments, backend_ref=f"qemu-{r.pid}" if r.pid else None,
                            details={"epoch": r.epoch, "pid": r.pid, "accel": self.accel, "namespace": self.namespace.name,
                                     "qmp": str(vm.qmp_path), "serial": str(vm.serial_path),
-                                    "bootSeconds": r.boot_seconds})
+                                    "bootSeconds": r.boot_seconds, "prepareSeconds": r.prepare_seconds,
+                                    "queueSeconds": r.queue_seconds})
 
     def _volume_info(self, volume: VolumeRecord) -> VolumeInfo:
         state = VolumeState.IN_USE if volume.attachments else VolumeState.AVAILABLE
@@ -152,18 +159,24 @@ class QemuCore:
 
     # ------------------------------------------------------------------ wiring
 
-    def _nic_wiring(self, port: PortRecord) -> NicWiring:
-        """The tap and what the guest's init needs to configure the NIC from the VIM's IPAM."""
-        parts = [port.mac_address.lower()]
+    def _nic_config(self, port: PortRecord) -> dict[str, Any]:
+        """What the guest needs to configure the NIC: MAC, MTU and the IPAM's first IPv4 address."""
+        network = self._state.networks.get(port.network_id)
+        config: dict[str, Any] = {"id": port.port_id, "mac": port.mac_address.lower(), "network_id": port.network_id,
+                                  "mtu": network.mtu if network else None, "address": None, "gateway": None}
         for subnet_id, address in port.fixed_ips:
             subnet = self._state.subnets.get(subnet_id)
             if subnet is None or ipaddress.ip_address(address).version != 4:
                 continue
             prefix = ipaddress.ip_network(subnet.cidr, strict=False).prefixlen
-            parts.append(f"{address}/{prefix}")
-            if subnet.gateway_ip:
-                parts.append(subnet.gateway_ip)
+            config["address"], config["gateway"] = f"{address}/{prefix}", subnet.gateway_ip
             break  # the test guest configures one IPv4 address per NIC
+        return config
+
+    def _nic_wiring(self, port: PortRecord) -> NicWiring:
+        """The tap and what the guest's init needs to configure the NIC from the VIM's IPAM."""
+        config = self._nic_config(port)
+        parts = [config["mac"], *(v for v in (config["address"], config["address"] and config["gateway"]) if v)]
         return NicWiring(port.port_id, tap_name(port.port_id), port.mac_address.lower(), ",".join(parts))
 
     def _disk_wiring(self, record: VmRecord) -> list[DiskWiring]:
@@ -171,17 +184,25 @@ class QemuCore:
                 for volume_id, _device in record.volumes if volume_id in self._state.volumes]
 
     async def _ensure_taps(self, record: VmRecord) -> list[NicWiring]:
-        wiring = []
-        for port_id in record.ports:
-            port = self._state.ports[port_id]
-            network = self._state.networks[port.network_id]
-            await self.namespace.add_tap(port_id, port.network_id, network.mtu)
-            wiring.append(self._nic_wiring(port))
-        return wiring
+        ports = [self._state.ports[port_id] for port_id in record.ports]
+        await asyncio.gather(*(self.namespace.add_tap(port.port_id, port.network_id,
+                                                      self._state.networks[port.network_id].mtu) for port in ports))
+        return [self._nic_wiring(port) for port in ports]
+
+    def default_images(self) -> list[tuple[str, str, dict[str, str]]]:
+        """What the image registry seeds on a fresh database: the test guest in the guest
+        directory as public image ``test-guest``, and each sub-directory holding a guest by its name."""
+        images = []
+        base = self.config.guest_dir
+        for image_id, directory in [("test-guest", base), *((d.name, d) for d in sorted(base.glob("*")) if d.is_dir())]:
+            kernel, initrd = directory / "vmlinuz", directory / "initramfs.img"
+            if kernel.is_file() and initrd.is_file():
+                images.append((image_id, "KERNEL_INITRD", {"kernel": str(kernel), "initrd": str(initrd)}))
+        return images
 
     def _guest_files(self, image_ref: str | None) -> tuple[str, str]:
-        """An image id naming a directory under the guest directory selects that kernel+initramfs
-        pair; any other id (vimkit has no image service yet) boots the default test guest."""
+        """Without an image registry (the driver used on its own): an image id naming a directory
+        under the guest directory selects that kernel+initramfs pair, anything else the default."""
         base = self.config.guest_dir
         candidates = ([base / image_ref] if image_ref and "/" not in image_ref and image_ref not in (".", "..") else [])
         for directory in [*candidates, base]:
@@ -192,32 +213,115 @@ class QemuCore:
                    f"no guest in {base} (build one with scripts/build-test-guest.sh {base})")
 
     @staticmethod
+    def _checked_files(image_id: str, files: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        by_role = {}
+        for entry in files:
+            path = Path(entry["path"])
+            try:
+                size = path.stat().st_size
+            except OSError:
+                raise _err(DriverErrorCode.INVALID_INPUT, f"image {image_id}: {path} is gone") from None
+            if size != entry.get("sizeBytes", size):
+                raise _err(DriverErrorCode.INVALID_INPUT,
+                           f"image {image_id}: {path} changed since it was registered ({size} bytes, "
+                           f"{entry['sizeBytes']} then)")
+            by_role[entry["role"]] = entry
+        return by_role
+
+    async def _boot_source(self, image_ref: str | None) -> dict[str, Any]:
+        """Kernel, initramfs and root disk origin for ``VmRecord`` from the compute's image: a
+        registered image (the registry's resolver), a compute snapshot of this backend, or (the
+        driver on its own) a guest directory."""
+        document = None
+        if image_ref and self.image_resolver is not None:
+            document = await asyncio.to_thread(self.image_resolver, image_ref)
+        if document is not None:
+            if not document.get("files"):
+                raise _err(DriverErrorCode.INVALID_INPUT, f"image {image_ref} has no files (a catalogue placeholder): "
+                                                          f"register a kernel+initramfs or a disk image")
+            files = self._checked_files(image_ref or "", document["files"])
+            if document["kind"] == "KERNEL_INITRD":
+                return {"kernel": files["kernel"]["path"], "initrd": files["initrd"]["path"]}
+            source = {"root_backing": files["disk"]["path"], "root_backing_format": files["disk"].get("format", "raw"),
+                      "kernel": "", "initrd": ""}
+            if document.get("kernelImageId"):
+                kernel = self._checked_files(document["kernelImageId"], document.get("kernelFiles") or [])
+                if "kernel" not in kernel or "initrd" not in kernel:
+                    raise _err(DriverErrorCode.INVALID_INPUT,
+                               f"image {image_ref}: kernel image {document['kernelImageId']} is gone")
+                source.update(kernel=kernel["kernel"]["path"], initrd=kernel["initrd"]["path"])
+            return source
+        snapshot = self._state.snapshots.get(image_ref or "")
+        kernel, initrd = self._guest_files(None if snapshot else image_ref)
+        if snapshot is not None and snapshot.kind == "compute":
+            if not os.path.exists(snapshot.path):
+                raise _err(DriverErrorCode.INVALID_INPUT, f"snapshot {image_ref}: its disk is gone")
+            return {"kernel": kernel, "initrd": initrd, "root_snapshot": [snapshot.path, snapshot.snapshot_id]}
+        return {"kernel": kernel, "initrd": initrd}
+
+    @staticmethod
     def _encode_user_data(content: str | None) -> str:
         if not content:
             return ""
-        encoded = base64.b64encode(content.encode()).decode()
-        if len(encoded) > MAX_USER_DATA:
+        raw = content.encode()
+        if len(raw) > configdrive.MAX_USER_DATA:
             raise _err(DriverErrorCode.INVALID_INPUT,
-                       f"userData is {len(encoded)} bytes in base64; the QEMU backend passes at most "
-                       f"{MAX_USER_DATA} on the kernel command line")
-        return encoded
+                       f"userData is {len(raw)} bytes; the config drive takes at most {configdrive.MAX_USER_DATA}")
+        return base64.b64encode(raw).decode()
+
+    async def _write_config_drive(self, vm: Vm) -> None:
+        r = vm.record
+        vm.dir.mkdir(parents=True, exist_ok=True)
+        nics = [self._nic_config(self._state.ports[p]) for p in r.ports if p in self._state.ports]
+        try:
+            await configdrive.build(vm.config_drive, r.compute_id, r.name, r.metadata,
+                                    base64.b64decode(r.user_data) if r.user_data else None, nics,
+                                    self.config.genisoimage)
+        except CommandError as exc:
+            raise _err(DriverErrorCode.INTERNAL, f"cannot build the config drive of {r.compute_id}: {exc}") from exc
+
+    async def _configure_hotplugged(self, vm: Vm) -> None:
+        """NICs not on the current process's command line (hot-plugged, then a guest reboot)
+        are configured over the guest channel."""
+        for port_id in vm.record.ports:
+            if port_id not in vm.record.boot_ports and port_id in self._state.ports:
+                await self._agent_configure(vm, self._state.ports[port_id])
+
+    async def _agent_configure(self, vm: Vm, port: PortRecord) -> bool:
+        config = self._nic_config(port)
+        line = " ".join(v for v in ("NET", config["mac"], config["address"] or "", config["gateway"] or "") if v)
+        done = await vm.agent_request(line, f"NET-OK {config['mac']}", AGENT_TIMEOUT)
+        if not done:
+            log.warning("compute %s did not confirm the configuration of NIC %s (a guest without the vimkit "
+                        "channel configures it itself)", vm.compute_id, port.port_id)
+        return done
 
     async def _boot(self, vm: Vm) -> None:
-        """Launch the process and wait for the ready marker, one of ``boot_slots`` boots at a time."""
-        nics = await self._ensure_taps(vm.record)
+        """Prepare the taps, the config drive and the root disk (concurrently), then launch the
+        process and wait for the ready marker, one of ``boot_slots`` boots at a time. Records how
+        long each phase took: ``prepare_seconds``, ``queue_seconds`` (waiting for a boot slot),
+        ``boot_seconds`` (QEMU launch to ready marker)."""
+        began = time.monotonic()
+        nics, _drive, _root = await asyncio.gather(self._ensure_taps(vm.record), self._write_config_drive(vm),
+                                                   vm.ensure_root_disk())
+        prepared = time.monotonic()
         async with self._slots():
             offset = 0
             vm.serial_log.unlink(missing_ok=True)  # a new process: only its own marker counts
             started = time.monotonic()
             await vm.launch(nics, self._disk_wiring(vm.record))
             self._save()  # the pid, so a crash of the VIM now leaves a VM it can find again
-            await vm.wait_ready(offset, self.config.boot_timeout)
+            if vm.record.kernel:
+                await vm.wait_ready(offset, self.config.boot_timeout)
+            # A disk image booted by its own loader prints no marker: it is up once QEMU runs it.
             vm.record.boot_seconds = round(time.monotonic() - started, 3)
+            vm.record.prepare_seconds = round(prepared - began, 3)
+            vm.record.queue_seconds = round(started - prepared, 3)
 
     def _attach_record(self, volume: VolumeRecord, record: VmRecord) -> str:
         used = {device for _volume, device in record.volumes}
-        # vda is the root disk the VM is created with.
-        device = next(f"/dev/vd{c}" for c in "bcdefghijklmnopqrstuvwxyz" if f"/dev/vd{c}" not in used)
+        # vda is the root disk, vdb the config drive the VM is created with.
+        device = next(f"/dev/vd{c}" for c in "cdefghijklmnopqrstuvwxyz" if f"/dev/vd{c}" not in used)
         record.volumes.append([volume.volume_id, device])
         volume.attachments.append([record.compute_id, device])
         return device
@@ -250,10 +354,22 @@ class QemuCore:
         log.warning("compute %s crashed: %s", vm.compute_id, reason)
         vm.record.state = R.CRASHED.value
         vm.record.pid = None
-        vm.qmp = None
+        # Close the dead QMP session (its reader ended with EOFError, which must be collected).
+        client, vm.qmp = vm.qmp, None
+        if client is not None:
+            task = asyncio.get_running_loop().create_task(self._close_qmp(client))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         self._save()
         self._emit(EventKind.COMPUTE_CRASHED, ObjectType.COMPUTE, vm.compute_id,
                    {"reason": reason, "hostId": vm.record.host_id, "runningState": R.CRASHED.value})
+
+    @staticmethod
+    async def _close_qmp(client: Any) -> None:
+        try:
+            await asyncio.wait_for(client.disconnect(), 2)
+        except Exception:  # noqa: BLE001 - the peer is gone: that is the point
+            pass
 
     async def _watch(self) -> None:
         while True:

@@ -150,8 +150,8 @@ class Namespace:
 
     async def add_tap(self, port_id: str, network_id: str, mtu: int) -> str:
         tap = tap_name(port_id)
-        if not await self.has_link(tap):
-            await self.ip("tuntap", "add", "dev", tap, "mode", "tap")
+        # Two commands, not three: an existing tap makes the first fail, which the second does not.
+        await self.ip("tuntap", "add", "dev", tap, "mode", "tap", check=False)
         await self.ip("link", "set", tap, "mtu", str(mtu), "master", bridge_name(network_id), "up")
         return tap
 

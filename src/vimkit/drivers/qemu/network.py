@@ -133,8 +133,9 @@ class NetworkOps(QemuCore):
         return [self._port_info(p) for p in self._state.ports.values()]
 
     async def plug_port(self, port_id: str, compute_id: str) -> NicInfo:
-        """NIC hot-plug: tap, ``netdev_add`` and ``device_add`` (a stopped compute gets the NIC at
-        its next start). The test guest does not configure a NIC that appears after boot."""
+        """NIC hot-plug: tap, ``netdev_add`` and ``device_add``, then the NIC's address from the
+        VIM's IPAM over the guest channel, waiting (bounded) for the guest to confirm. A stopped
+        compute gets the NIC on its next start's command line and config drive."""
         port = self._port(port_id)
         vm = self._vm(compute_id)
         if port.compute_id is not None:
@@ -153,6 +154,8 @@ class NetworkOps(QemuCore):
             port.device = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
             vm.record.ports.append(port_id)
             self._save()
+            if vm.alive() and vm.record.state == R.RUNNING.value and vm.record.kernel:
+                await self._agent_configure(vm, port)
             return NicInfo(port_id, port.device, LinkState.UP)
 
     async def unplug_port(self, port_id: str, compute_id: str) -> None:

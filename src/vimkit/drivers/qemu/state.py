@@ -26,15 +26,21 @@ class VmRecord:
     disk_gb: int
     state: str                                   # the RunningState the VIM last saw or asked for
     image_ref: str | None = None
-    kernel: str = ""
+    kernel: str = ""                             # "" with a disk image booted by its own loader
     initrd: str = ""
-    user_data: str = ""                          # base64, for the kernel command line
+    user_data: str = ""                          # base64 of the compute's userData (config drive)
+    root_backing: str = ""                       # a DISK image the root disk is a qcow2 overlay of
+    root_backing_format: str = ""
+    root_snapshot: list[str] = field(default_factory=list)    # [qcow2 path, snapshot id] to copy
     pid: int | None = None
     epoch: int = 0                               # bumps with every new QEMU process
     ports: list[str] = field(default_factory=list)
     volumes: list[list[str]] = field(default_factory=list)    # [volume id, guest device]
     metadata: dict[str, str] = field(default_factory=dict)
     boot_seconds: float | None = None            # launch to ready marker, last boot
+    prepare_seconds: float | None = None         # taps, config drive, root disk, last boot
+    queue_seconds: float | None = None           # waiting for a boot slot, last boot
+    boot_ports: list[str] = field(default_factory=list)       # ports on the current process's command line
 
 
 @dataclass

@@ -24,7 +24,7 @@ from qemu.qmp import QMPClient
 
 from vimkit.drivers.model import DriverError, DriverErrorCode
 from vimkit.drivers.qemu.config import MIN_MEMORY_MB, READY_MARKER, QemuConfig, accel_args
-from vimkit.drivers.qemu.host import Namespace, pid_alive, run, short
+from vimkit.drivers.qemu.host import CommandError, Namespace, pid_alive, run, short
 from vimkit.drivers.qemu.state import VmRecord
 
 log = logging.getLogger("vimkit.drivers.qemu")
@@ -91,6 +91,19 @@ class Vm:
         return self.dir / "serial.log"
 
     @property
+    def agent_path(self) -> Path:
+        """The guest channel (the guest's ttyS1): the VIM writes requests, the guest answers."""
+        return self.socket_dir / "agent.sock"
+
+    @property
+    def agent_log(self) -> Path:
+        return self.dir / "agent.log"
+
+    @property
+    def config_drive(self) -> Path:
+        return self.dir / "config.iso"
+
+    @property
     def root_disk(self) -> Path:
         return self.dir / "root.qcow2"
 
@@ -104,11 +117,6 @@ class Vm:
 
     def argv(self, nics: Sequence[NicWiring], disks: Sequence[DiskWiring]) -> list[str]:
         r = self.record
-        append = ["console=ttyS0", "quiet", "panic=-1", f"vimkit.id={r.compute_id}"]
-        if nics:
-            append.append("vimkit.net=" + ";".join(n.cmdline for n in nics))
-        if r.user_data:
-            append.append(f"vimkit.userdata={r.user_data}")
         argv = [
             self.config.qemu_binary, "-name", self.marker, *accel_args(self.accel),
             "-m", str(max(MIN_MEMORY_MB, r.memory_mb)), "-smp", str(max(1, r.vcpus)),
@@ -116,13 +124,29 @@ class Vm:
             "-chardev", f"socket,id=serial0,path={self.serial_path},server=on,wait=off,"
                         f"logfile={self.serial_log},logappend=on",
             "-serial", "chardev:serial0",
+            "-chardev", f"socket,id=agent0,path={self.agent_path},server=on,wait=off,"
+                        f"logfile={self.agent_log},logappend=on",
+            "-serial", "chardev:agent0",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
             "-pidfile", str(self.dir / "qemu.pid"), "-daemonize",
-            "-kernel", r.kernel, "-initrd", r.initrd, "-append", " ".join(append),
+        ]
+        if r.kernel:
+            append = ["console=ttyS0", "quiet", "panic=-1", f"vimkit.id={r.compute_id}"]
+            if nics:
+                append.append("vimkit.net=" + ";".join(n.cmdline for n in nics))
+            if self.config_drive.exists():
+                append.append("vimkit.cd=1")
+            argv += ["-kernel", r.kernel, "-initrd", r.initrd, "-append", " ".join(append)]
+        argv += [
             "-device", "virtio-balloon-pci,id=balloon0",
             "-blockdev", f"driver=qcow2,node-name=root,file.driver=file,file.filename={self.root_disk}",
-            "-device", "virtio-blk-pci,drive=root,id=root-disk",
+            "-device", "virtio-blk-pci,drive=root,id=root-disk" + ("" if r.kernel else ",bootindex=0"),
         ]
+        if self.config_drive.exists():
+            # Right after the root disk: the guest's /dev/vdb; volumes follow from /dev/vdc.
+            argv += ["-blockdev", f"driver=raw,node-name=config,read-only=on,file.driver=file,"
+                                  f"file.filename={self.config_drive}",
+                     "-device", "virtio-blk-pci,drive=config,id=config-drive"]
         for nic in nics:
             argv += ["-netdev", f"tap,id={nic_id(nic.port_id)},ifname={nic.tap},script=no,downscript=no,vhost=off",
                      "-device", f"virtio-net-pci,netdev={nic_id(nic.port_id)},mac={nic.mac},id=dev-{nic_id(nic.port_id)}"]
@@ -132,14 +156,35 @@ class Vm:
                      "-device", f"virtio-blk-pci,drive={node},id=dev-{node}"]
         return argv
 
+    async def ensure_root_disk(self) -> None:
+        """Thin and empty, or a qcow2 overlay on the DISK image, or a copy of a compute snapshot."""
+        if self.root_disk.exists():
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        r, size = self.record, f"{max(1, self.record.disk_gb)}G"
+        img = self.config.qemu_img
+        if r.root_backing:
+            try:
+                await run(img, "create", "-q", "-f", "qcow2", "-b", r.root_backing, "-F", r.root_backing_format or "raw",
+                          str(self.root_disk), size)
+            except CommandError:
+                # The image is larger than the flavour's disk: the overlay takes the image's size.
+                await run(img, "create", "-q", "-f", "qcow2", "-b", r.root_backing, "-F",
+                          r.root_backing_format or "raw", str(self.root_disk))
+        elif r.root_snapshot:
+            source, snapshot = r.root_snapshot
+            await run(img, "convert", "-U", "-q", "-O", "qcow2", "-l", f"snapshot.name={snapshot}", source,
+                      str(self.root_disk))
+            await run(img, "resize", "-q", str(self.root_disk), size, check=False)
+        else:
+            await run(img, "create", "-q", "-f", "qcow2", str(self.root_disk), size)
+
     async def launch(self, nics: Sequence[NicWiring], disks: Sequence[DiskWiring]) -> None:
         """Start the process and attach to its QMP socket (the guest then boots on its own)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
-        if not self.root_disk.exists():
-            await run(self.config.qemu_img, "create", "-q", "-f", "qcow2", str(self.root_disk),
-                      f"{max(1, self.record.disk_gb)}G")
-        for stale in (self.qmp_path, self.serial_path, self.dir / "qemu.pid"):
+        await self.ensure_root_disk()
+        for stale in (self.qmp_path, self.serial_path, self.agent_path, self.dir / "qemu.pid"):
             stale.unlink(missing_ok=True)
         argv = self.namespace.wrap(self.argv(nics, disks))
         with (self.dir / "qemu.log").open("ab") as qemu_log:
@@ -153,6 +198,7 @@ class Vm:
                               f"QEMU for compute {self.compute_id} did not start: {self.log_tail()}")
         self.record.pid = int((self.dir / "qemu.pid").read_text().strip())
         self.record.epoch += 1
+        self.record.boot_ports = [nic.port_id for nic in nics]
         self.expect_exit = False
         await self.connect()
 
@@ -214,6 +260,39 @@ class Vm:
                                   retryable=True)
             await asyncio.sleep(0.1)
 
+    async def agent_request(self, line: str, answer: str, timeout: float) -> bool:
+        """Write ``line`` on the guest channel and wait for a line starting with ``answer`` from
+        the guest; False when none came in time (a guest without the vimkit channel)."""
+        try:
+            offset = self.agent_log.stat().st_size
+        except OSError:
+            offset = 0
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(self.agent_path))
+        except OSError as exc:
+            log.warning("guest channel of %s: %s", self.compute_id, exc)
+            return False
+        try:
+            writer.write(f"{line}\n".encode())
+            await writer.drain()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    with self.agent_log.open("rb") as handle:
+                        handle.seek(offset)
+                        if any(seen.strip().startswith(answer.encode()) for seen in handle.read().splitlines()):
+                            return True
+                except OSError:
+                    pass
+                await asyncio.sleep(0.1)
+            return False
+        finally:
+            writer.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 2)
+            except Exception:  # noqa: BLE001 - QEMU may have closed it first
+                pass
+
     async def wait_exit(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -258,7 +337,7 @@ class Vm:
                 await self.wait_exit(3)
         await self.disconnect()
         self.record.pid = None
-        for stale in (self.qmp_path, self.serial_path, self.dir / "qemu.pid"):
+        for stale in (self.qmp_path, self.serial_path, self.agent_path, self.dir / "qemu.pid"):
             stale.unlink(missing_ok=True)
         if self.socket_dir != self.dir:
             shutil.rmtree(self.socket_dir, ignore_errors=True)
