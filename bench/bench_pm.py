@@ -101,7 +101,7 @@ def parse_time(text: str) -> float:
 
 def watch_reports(base: str, token: str, job_id: str, ends: list[float], seen: dict[float, float]) -> None:
     """Readiness as a client sees it: from each period end, poll the job's report listing every
-    20 ms until the report of that period is listed (committed and fetchable); ``seen[end]`` is
+    50 ms until the report of that period is listed (committed and fetchable); ``seen[end]`` is
     the time of that response minus the period end (an upper bound, HTTP round trip included)."""
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
         for end in ends:
@@ -111,7 +111,7 @@ def watch_reports(base: str, token: str, job_id: str, ends: list[float], seen: d
                 if any(abs(parse_time(report["periodEnd"]) - end) < 0.001 for report in listed):
                     seen[end] = time.time() - end
                     break
-                time.sleep(0.02)
+                time.sleep(0.05)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--collection-period", type=int, default=10)
     parser.add_argument("--sample-interval", type=float, default=5.0, help="VIMKIT_PM_SAMPLE_INTERVAL")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--keep-log", type=Path, help="copy the server's debug log (every tick's breakdown) here")
     args = parser.parse_args()
     period = args.collection_period
     with tempfile.TemporaryDirectory(prefix="vimkit-bench-pm-") as tmp:
@@ -222,6 +223,8 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
             server_log.close()
+            if args.keep_log is not None:
+                args.keep_log.write_bytes((data_dir / "server.log").read_bytes())
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from vimkit.domain.pm_collect import Collector, JobState, ThresholdState, report_series
 from vimkit.drivers.base import (
     ColumnarSampler,
@@ -31,6 +33,7 @@ from vimkit.drivers.base import (
     sample_metric_columns,
 )
 from vimkit.drivers.sim import SimConfig, SimDriver
+from vimkit.drivers.sim import metrics as sim_metrics
 from vimkit.drivers.sim.workload import Profile, compute_values, nic_increments, sample_compute
 
 HOST, OTHER_HOST = "zone-a-host-01", "zone-a-host-02"
@@ -90,10 +93,15 @@ async def boot(driver: SimDriver, compute_id: str, host: str, ports: int, volume
                                             nics=tuple(nics), volumes=volumes))
 
 
-def test_columnar_sampling_equals_per_sample_sampling_for_the_same_seed() -> None:
+@pytest.mark.parametrize("ahead", [False, True], ids=["drawn-at-the-instant", "drawn-ahead"])
+def test_columnar_sampling_equals_per_sample_sampling_for_the_same_seed(ahead: bool, monkeypatch: Any) -> None:
     """Two simulators with the same seed, the same operations at the same times: one sampled with
     ``sample_metrics``, the other with ``sample_metrics_columns``; reboots, pauses, migrations,
-    CPU load, link-down and host-down faults, volumes and a partial selection on the way."""
+    CPU load, link-down and host-down faults, volumes and a partial selection on the way. With
+    ``ahead`` the columnar one has drawn each next sample's deviates before it (and some of
+    them are stale by then: the operations between samples)."""
+    monkeypatch.setattr(sim_metrics, "_DRAW_DELAY_S", 0.0)
+    used: list[int] = []
 
     async def scenario() -> None:
         clocks = (Clock(), Clock())
@@ -129,7 +137,13 @@ def test_columnar_sampling_equals_per_sample_sampling_for_the_same_seed() -> Non
                 await both(*operation)
             selection = ["vm1", "vm3", "idle"] if step == 4 else None
             expected = metric_columns(await drivers[0].sample_metrics(selection))
+            prepared = dict(drivers[1].__dict__.get("_prepared") or {})
             actual = await drivers[1].sample_metrics_columns(selection)
+            if ahead:
+                await drivers[1]._draw_task  # the next sample's deviates, drawn now
+                used.append(sum(1 for vm, ready in prepared.items()
+                                if ready[:2] == (drivers[1]._state.computes[vm].epoch,
+                                                 drivers[1]._state.computes[vm].tick)))
             assert normalised(actual) == normalised(expected), step
             assert [(c.object_type, c.metric) for c in actual] == [(c.object_type, c.metric) for c in expected]
             compared += sum(len(c.values) for c in actual)
@@ -138,6 +152,8 @@ def test_columnar_sampling_equals_per_sample_sampling_for_the_same_seed() -> Non
         assert compared > 150
 
     asyncio.run(scenario())
+    if ahead:  # most samples used deviates drawn ahead; after a reboot, say, they could not
+        assert used[0] == 0 and sum(used) >= 25 and min(used[1:]) < 3, used
 
 
 def test_the_adapter_groups_samples_per_metric_in_order() -> None:

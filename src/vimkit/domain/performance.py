@@ -202,11 +202,7 @@ class PerformanceService:
                     log.warning("sampling failed (%s); this tick has no samples", exc.message)
             samples = sum(len(column.values) for column in columns)
             sampled = time.perf_counter()
-            outcome = await asyncio.to_thread(collector.ingest_columns, now_ms, columns)
-            derived = time.perf_counter()
-            if outcome.reports or outcome.crossings:
-                await asyncio.to_thread(self._persist, outcome)
-            stored = time.perf_counter()
+            outcome, derived, stored = await asyncio.to_thread(self._derive_and_store, now_ms, columns)
             dynamic = [job_id for job_id in outcome.closed_jobs
                        if job_id in self._selections and self._selections[job_id].dynamic]
             if dynamic:
@@ -223,6 +219,15 @@ class PerformanceService:
         if now_ms / 1000 - self._last_purge >= _PURGE_EVERY_S:
             self._last_purge = now_ms / 1000
             await asyncio.to_thread(self.purge_reports)
+
+    def _derive_and_store(self, now_ms: int, columns: list[MetricColumn]) -> tuple[TickOutcome, float, float]:
+        """Derivation and writes in one worker-thread trip (each trip back to the event loop
+        between them was a wait of its own on a busy machine); returns when each part ended."""
+        outcome = self.collector.ingest_columns(now_ms, columns)
+        derived = time.perf_counter()
+        if outcome.reports or outcome.crossings:
+            self._persist(outcome)
+        return outcome, derived, time.perf_counter()
 
     # ------------------------------------------------------------------ writing results
 

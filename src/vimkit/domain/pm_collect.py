@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vimkit.domain.pm_catalogue import CATALOGUE, COUNTER_METRICS, MEAN
+from vimkit.domain.pm_catalogue import CATALOGUE, COUNTER_METRICS, DELTA, MEAN, PEAK
 from vimkit.domain.pm_derive import ClosedPeriod, Key, Window, align_up, as_number, counter_increment, crossing
 from vimkit.drivers.base import MetricColumn, metric_columns
 from vimkit.drivers.model import MetricName
@@ -124,6 +124,9 @@ class Collector:
         # Per metric, the last column's ids and their interned keys: a backend returns the same
         # objects in the same order tick after tick, so the keys are looked up once, not per tick.
         self._column_keys: dict[str, tuple[Sequence[str], Sequence[str | None] | None, list[Key]]] = {}
+        # Per counter metric, the last column (keys, values, epochs): newer than the per-key
+        # baselines above for those keys until settled back into them (_settle_columns).
+        self._last_columns: dict[str, tuple[list[Key], Sequence[float], Sequence[int]]] = {}
 
     # -- membership ---------------------------------------------------------------------------
     def add_job(self, job: JobState, groups: dict[str, str]) -> None:
@@ -170,6 +173,7 @@ class Collector:
                 del self._windows[period]
                 self.latest.pop(period, None)
         everything: set[str] = set().union(*members.values()) if members else set()
+        self._settle_columns()
         # A counter baseline of an object nobody measures any more would turn its whole absence
         # into one period's delta if it came back; forget it instead.
         if any(key[0] not in everything for key in self._interned):
@@ -229,59 +233,61 @@ class Collector:
         return keys
 
     def _add(self, column: MetricColumn, windows: list[tuple[frozenset[str], Window]]) -> None:
-        """One column into every open window whose objects include its samples' objects. The
-        loops here run 70,000 times a tick for 10,000 computes: each counter increment is
-        computed once, window updates are inlined, and a window measuring every object of the
-        column skips the per-sample membership test."""
+        """One column into every open window whose objects include its samples' objects: each
+        counter increment is computed once (for 10,000 computes a tick has 70,000 samples), and a
+        window measuring every object of the column takes it whole."""
         code = _CODES[column.metric]
         keys = self._keys(code, column)
-        values = column.values
-        targets = [(None if members.issuperset(column.object_ids) else members, window) for members, window in windows
-                   if not members.isdisjoint(column.object_ids)]
+        values: Sequence[float | None] = column.values
         if code in _COUNTER_CODES:
+            values = self._increments(code, keys, column)
+        object_ids = column.object_ids
+        for members, window in windows:
+            if members.issuperset(object_ids):
+                part_keys, part = keys, values
+            elif members.isdisjoint(object_ids):
+                continue
+            else:
+                chosen = [index for index, key in enumerate(keys) if key[0] in members]
+                part_keys, part = [keys[index] for index in chosen], [values[index] for index in chosen]
+            if code in _COUNTER_CODES:
+                window.add_increments(part_keys, part)
+            else:
+                window.add_gauges(part_keys, part)  # type: ignore[arg-type]
+
+    def _increments(self, code: str, keys: list[Key], column: MetricColumn) -> list[float | None]:
+        """Each counter's increase since its previous sample (None for a first sample: only a
+        baseline). While a counter column keeps the same objects, the previous values are the
+        previous column itself and the increments one comprehension."""
+        values = column.values
+        epochs = column.epochs if column.epochs is not None else [0] * len(keys)
+        previous = self._last_columns.get(code)
+        if previous is not None and previous[0] is keys:
+            _keys, last_values, last_epochs = previous
+            increments: list[float | None] = [
+                value - last if epoch == last_epoch and value >= last else counter_increment(last, last_epoch, value, epoch)
+                for value, epoch, last, last_epoch in zip(values, epochs, last_values, last_epochs)]
+        else:
+            self._settle_columns(code)
             last_value, last_epoch = self._last_value, self._last_epoch
-            epochs = column.epochs if column.epochs is not None else [0] * len(keys)
-            increased: list[Key] = []
-            increments: list[float] = []
+            increments = []
             for key, value, epoch in zip(keys, values, epochs):
-                previous = last_value.get(key)
+                last = last_value.get(key)
                 last_value[key] = value
                 previous_epoch = last_epoch.get(key, epoch)
                 last_epoch[key] = epoch
-                if previous is None:
-                    continue  # the first sample of a counter is only its baseline
-                if epoch == previous_epoch and value >= previous:  # counter_increment's common case
-                    increments.append(value - previous)
-                else:
-                    increments.append(counter_increment(previous, previous_epoch, value, epoch))
-                increased.append(key)
-            for members, window in targets:
-                deltas = window.delta
-                get = deltas.get
-                if members is None:
-                    for key, increment in zip(increased, increments):
-                        deltas[key] = get(key, 0.0) + increment
-                else:
-                    for key, increment in zip(increased, increments):
-                        if key[0] in members:
-                            deltas[key] = get(key, 0.0) + increment
-            return
-        for members, window in targets:
-            counts, total, peak = window.count, window.total, window.peak
-            rows = zip(keys, values)
-            if members is not None:
-                rows = ((key, value) for key, value in rows if key[0] in members)  # type: ignore[assignment]
-            for key, value in rows:  # Window.add, inlined
-                count = counts.get(key)
-                if count is None:
-                    counts[key] = 1
-                    total[key] = value
-                    peak[key] = value
-                else:
-                    counts[key] = count + 1
-                    total[key] += value
-                    if value > peak[key]:
-                        peak[key] = value
+                increments.append(None if last is None else counter_increment(last, previous_epoch, value, epoch))
+        self._last_columns[code] = (keys, values, epochs)
+        return increments
+
+    def _settle_columns(self, code: str | None = None) -> None:
+        """Write the latest counter columns (all, or ``code``'s) back into the per-key baselines."""
+        for name in [code] if code is not None else list(self._last_columns):
+            latest = self._last_columns.pop(name, None)
+            if latest is not None:
+                keys, values, epochs = latest
+                self._last_value.update(zip(keys, values))
+                self._last_epoch.update(zip(keys, epochs))
 
     def _dispatch(self, closed: Iterable[ClosedPeriod]) -> TickOutcome:
         reports: list[ReadyReport] = []
@@ -385,6 +391,35 @@ class ReportLayout:
         self.series_sub: list[int] = []
         self.series_metric: list[int] = []
 
+        # Per key list of a whole-column period (ClosedPeriod.gauge_columns / delta_columns): where
+        # its values go, computed once while the list and the job's members stay the same.
+        self._plans: dict[int, _Plan] = {}
+
+    def plan(self, keys: Sequence[Key], members: frozenset[str]) -> _Plan | None:
+        cached = self._plans.get(id(keys))
+        if cached is not None and cached.keys is keys and cached.members is members:
+            return cached
+        if not keys or keys[0][2] not in self.specs:
+            return None
+        chosen = None if members.issuperset([key[0] for key in keys]) else \
+            [index for index, key in enumerate(keys) if key[0] in members]
+        base = self.base
+        starts = []
+        for key in keys if chosen is None else [keys[index] for index in chosen]:
+            start = base.get(key)
+            starts.append(self.add(key) if start is None else start)
+        targets: list[tuple[slice | list[int], str]] = []
+        for offset, (_index, method) in enumerate(self.specs[keys[0][2]]):
+            positions = [start + offset for start in starts]
+            step = positions[1] - positions[0] if len(positions) > 1 else 1
+            if positions and step > 0 and positions == list(range(positions[0], positions[-1] + 1, step)):
+                targets.append((slice(positions[0], positions[-1] + 1, step), method))
+            else:
+                targets.append((positions, method))
+        series_object = self.series_object
+        plan = self._plans[id(keys)] = _Plan(keys, members, chosen, targets, {series_object[s] for s in starts})
+        return plan
+
     def add(self, key: Key) -> int:
         start = self.base[key] = len(self.series_metric)
         object_index = self.objects.setdefault(key[0], len(self.objects))
@@ -396,10 +431,30 @@ class ReportLayout:
         return start
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    keys: Sequence[Key]
+    members: frozenset[str]
+    chosen: list[int] | None  # the positions in ``keys`` of the job's objects (None: all)
+    targets: list[tuple[slice | list[int], str]]  # per measurement of the metric: where, and how derived
+    present: set[int]  # object indices
+
+
+def _place(column: list[float | None], plan: _Plan, values: dict[str, Sequence[float]]) -> None:
+    for target, method in plan.targets:
+        chosen = values[method] if plan.chosen is None else [values[method][index] for index in plan.chosen]
+        if isinstance(target, slice):
+            column[target] = chosen
+        else:
+            for position, value in zip(target, chosen):
+                column[position] = value
+
+
 def report_series(report: ReadyReport, layout: ReportLayout | None = None) -> tuple[dict[str, Any], list[str]]:
     """The stored form of a report — columnar and de-duplicated: the object and sub-object ids
     once each, three small integers per series, one list of values per collection period — and
-    the objects that have values in it."""
+    the objects that have values in it. A period folded in whole columns is laid out a column at
+    a time (slice assignments, once the layout is known); anything else key by key."""
     if layout is None or layout.measurements != report.measurements:
         layout = ReportLayout(report.measurements, frozenset())
     specs, base = layout.specs, layout.base
@@ -407,9 +462,20 @@ def report_series(report: ReadyReport, layout: ReportLayout | None = None) -> tu
     present: set[int] = set()
     columns: list[list[float | None]] = []
     for period, members in report.periods:
+        gauge_plans = [(layout.plan(c.keys, members), c) for c in period.gauge_columns or ()]
+        delta_plans = [(layout.plan(c.keys, members), c) for c in period.delta_columns or ()]
         column: list[float | None] = [None] * len(series_object)
-        total, peak = period.total, period.peak
-        for key, count in period.count.items():
+        for plan, gauge in gauge_plans:
+            if plan is not None:
+                count = gauge.count
+                _place(column, plan, {MEAN: [total / count for total in gauge.totals], PEAK: gauge.peaks})
+                present |= plan.present
+        for plan, counter in delta_plans:
+            if plan is not None:
+                _place(column, plan, {DELTA: counter.deltas})
+                present |= plan.present
+        total, peak = (period.total, period.peak) if period.gauge_columns is None else ({}, {})
+        for key, count in (() if period.gauge_columns is not None else period.count.items()):
             if key[0] not in members:
                 continue
             start = base.get(key)
@@ -421,7 +487,7 @@ def report_series(report: ReadyReport, layout: ReportLayout | None = None) -> tu
             present.add(series_object[start])
             for offset, (_index, method) in enumerate(specs[key[2]]):
                 column[start + offset] = total[key] / count if method == MEAN else peak[key]
-        for key, delta in period.delta.items():
+        for key, delta in (() if period.delta_columns is not None else period.delta.items()):
             if key[0] not in members:
                 continue
             start = base.get(key)

@@ -12,8 +12,10 @@ as soon as that last sample is in.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
 #: Cumulative counters are 64-bit (RFC 2863 ifHC*, libvirt, /proc); a decrease of a counter still
 #: in its upper half is a wrap-around, any other decrease a reset the backend did not announce.
 COUNTER_WRAP = 2**64
@@ -49,10 +51,16 @@ def align_up(moment_ms: int, period_ms: int) -> int:
 class Window:
     """One collection period being accumulated.
 
-    Accumulators are kept as plain dicts of numbers keyed by the collector's interned keys, not as
-    a container per key: with 10,000 objects a period holds some 70,000 keys, and per-key lists or
-    tuples would be garbage the cyclic collector keeps re-scanning (it cost more than the
-    arithmetic itself).
+    Samples arrive as columns: a tick's gauge values (``add_gauges``) and counter increments
+    (``add_increments``) are kept as the columns they came in, aligned with a list of the
+    collector's interned keys, and folded when the period closes — for the common case (every
+    tick the same objects, so the same key list) with a few list comprehensions per column rather
+    than dict operations per sample. Any other case replays the columns in arrival order through
+    the per-sample rules (:meth:`add`), so the numbers are the same either way.
+
+    Accumulators are plain dicts of numbers keyed by the interned keys, not a container per key:
+    with 10,000 objects a period holds some 70,000 keys, and per-key lists or tuples would be
+    garbage the cyclic collector keeps re-scanning (it cost more than the arithmetic itself).
     """
 
     period_ms: int
@@ -61,6 +69,8 @@ class Window:
     total: dict[Key, float] = field(default_factory=dict)
     peak: dict[Key, float] = field(default_factory=dict)
     delta: dict[Key, float] = field(default_factory=dict)
+    gauges: list[tuple[Sequence[Key], Sequence[float]]] = field(default_factory=list)
+    increments: list[tuple[Sequence[Key], Sequence[float | None]]] = field(default_factory=list)
 
     def add(self, key: Key, value: float) -> None:
         count = self.count.get(key)
@@ -74,20 +84,143 @@ class Window:
             if value > self.peak[key]:
                 self.peak[key] = value
 
+    def add_gauges(self, keys: Sequence[Key], values: Sequence[float]) -> None:
+        """One tick's samples of one gauge; ``keys[i]`` is the key of ``values[i]``."""
+        self.gauges.append((keys, values))
+
+    def add_increments(self, keys: Sequence[Key], increments: Sequence[float | None]) -> None:
+        """One tick's increments of one counter (None: the sample was only a baseline)."""
+        self.increments.append((keys, increments))
+
     def close(self) -> ClosedPeriod:
-        return ClosedPeriod(self.period_ms, self.end_ms, self.count, self.total, self.peak, self.delta)
+        gauges, increments = self._fold_gauges(), self._fold_increments()
+        self.gauges, self.increments = [], []  # folded: closing again changes nothing
+        return ClosedPeriod(self.period_ms, self.end_ms, self.count, self.total, self.peak, self.delta, gauges,
+                            increments)
+
+    def _fold_gauges(self) -> tuple[GaugeColumn, ...] | None:
+        groups = _by_key_list(self.gauges)
+        if self.count or len({keys[0][2] for keys, _columns in groups if keys}) != len(groups):
+            for keys, values in self.gauges:  # the general case: sample by sample, in arrival order
+                for key, value in zip(keys, values):
+                    self.add(key, value)
+            return None
+        folded = []
+        for keys, columns in groups:  # one key list per metric: fold whole columns
+            totals, peaks = columns[0], columns[0]
+            for values in columns[1:]:
+                totals = [total + value for total, value in zip(totals, values)]
+                peaks = [value if value > peak else peak for peak, value in zip(peaks, values)]
+            folded.append(GaugeColumn(keys, totals, peaks, len(columns)))
+        return tuple(folded)
+
+    def _fold_increments(self) -> tuple[DeltaColumn, ...] | None:
+        groups = _by_key_list(self.increments)
+        if self.delta or len({keys[0][2] for keys, _columns in groups if keys}) != len(groups) \
+                or any(None in increments for _keys, increments in self.increments):
+            delta = self.delta
+            for keys, increments in self.increments:
+                for key, increment in zip(keys, increments):
+                    if increment is not None:
+                        delta[key] = delta.get(key, 0.0) + increment
+            return None
+        folded = []
+        for keys, columns in groups:
+            sums = [0.0 + increment for increment in columns[0]]  # type: ignore[operator]
+            for increments in columns[1:]:
+                sums = [total + increment for total, increment in zip(sums, increments)]  # type: ignore[operator]
+            folded.append(DeltaColumn(keys, sums))
+        return tuple(folded)
 
 
 @dataclass(frozen=True, slots=True)
-class ClosedPeriod:
-    """A finished collection period: gauges by sample count, total and peak; counters by delta."""
+class GaugeColumn:
+    """A gauge folded whole over a period: every key has ``count`` samples."""
 
-    period_ms: int
-    end_ms: int
-    count: dict[Key, int]
-    total: dict[Key, float]
-    peak: dict[Key, float]
-    delta: dict[Key, float]
+    keys: Sequence[Key]
+    totals: Sequence[float]
+    peaks: Sequence[float]
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaColumn:
+    keys: Sequence[Key]
+    deltas: Sequence[float]
+
+
+def _by_key_list(
+    columns: list[tuple[Sequence[Key], Sequence[Any]]],
+) -> list[tuple[Sequence[Key], list[Sequence[Any]]]]:
+    """Columns grouped by the identity of their key list (the collector reuses one per metric
+    while a column's objects stay the same), each group in arrival order."""
+    groups: dict[int, tuple[Sequence[Key], list[Sequence[Any]]]] = {}
+    for keys, values in columns:
+        group = groups.get(id(keys))
+        if group is None:
+            groups[id(keys)] = (keys, [values])
+        else:
+            group[1].append(values)
+    return list(groups.values())
+
+
+class ClosedPeriod:
+    """A finished collection period: gauges by sample count, total and peak; counters by delta.
+
+    ``gauge_columns`` / ``delta_columns`` hold the values as whole columns when every key of a
+    metric was sampled at every tick of the period (report building lays them out a column at a
+    time); the per-key dicts are then only built when something asks for them (thresholds, the
+    Prometheus exposition), not on the way to a report.
+    """
+
+    __slots__ = ("period_ms", "end_ms", "gauge_columns", "delta_columns", "_count", "_total", "_peak", "_delta")
+
+    def __init__(self, period_ms: int, end_ms: int, count: dict[Key, int] | None = None,
+                 total: dict[Key, float] | None = None, peak: dict[Key, float] | None = None,
+                 delta: dict[Key, float] | None = None, gauge_columns: tuple[GaugeColumn, ...] | None = None,
+                 delta_columns: tuple[DeltaColumn, ...] | None = None) -> None:
+        self.period_ms = period_ms
+        self.end_ms = end_ms
+        self.gauge_columns = gauge_columns
+        self.delta_columns = delta_columns
+        if gauge_columns is None:
+            self._count, self._total, self._peak = count or {}, total or {}, peak or {}
+        else:
+            self._count = self._total = self._peak = None
+        self._delta = (delta or {}) if delta_columns is None else None
+
+    def _gauges(self) -> tuple[dict[Key, int], dict[Key, float], dict[Key, float]]:
+        if self._count is None or self._total is None or self._peak is None:
+            count: dict[Key, int] = {}
+            total: dict[Key, float] = {}
+            peak: dict[Key, float] = {}
+            for column in self.gauge_columns or ():
+                count.update(dict.fromkeys(column.keys, column.count))
+                total.update(zip(column.keys, column.totals))
+                peak.update(zip(column.keys, column.peaks))
+            self._count, self._total, self._peak = count, total, peak
+        return self._count, self._total, self._peak
+
+    @property
+    def count(self) -> dict[Key, int]:
+        return self._gauges()[0]
+
+    @property
+    def total(self) -> dict[Key, float]:
+        return self._gauges()[1]
+
+    @property
+    def peak(self) -> dict[Key, float]:
+        return self._gauges()[2]
+
+    @property
+    def delta(self) -> dict[Key, float]:
+        if self._delta is None:
+            delta: dict[Key, float] = {}
+            for column in self.delta_columns or ():
+                delta.update(zip(column.keys, column.deltas))
+            self._delta = delta
+        return self._delta
 
     @property
     def start_ms(self) -> int:

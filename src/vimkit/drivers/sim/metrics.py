@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
 
@@ -13,7 +14,25 @@ from vimkit.drivers.base import (
     ObjectType,
 )
 from vimkit.drivers.sim.core import R, SimCore
-from vimkit.drivers.sim.workload import compute_values, nic_increments, sample_compute, volume_growth
+from vimkit.drivers.sim.state import SimCompute
+from vimkit.drivers.sim.workload import (
+    compute_deviates,
+    nic_deviates,
+    nic_from_deviates,
+    nic_increments,
+    sample_compute,
+    values_from_deviates,
+    volume_growth,
+)
+
+# Drawing the next sample's random deviates ahead (see sample_metrics_columns): in chunks of this
+# many computes between which the event loop serves other work, starting at most this long (and
+# at most half the last sampling interval) after a sample.
+_DRAW_CHUNK = 250
+_DRAW_DELAY_S = 1.5
+
+# compute id -> (epoch, tick, compute deviates, ((port id, NIC deviates), …)) of its next sample
+Prepared = dict[str, tuple[int, int, tuple[float, float, float, float], tuple[tuple[str, tuple[float, float]], ...]]]
 
 _COMPUTE = ObjectType.COMPUTE
 _GAUGES = (MetricName.CPU_UTILISATION, MetricName.MEMORY_UTILISATION, MetricName.DISK_UTILISATION)
@@ -39,11 +58,29 @@ class MetricOps(SimCore):
 
     async def sample_metrics_columns(self, object_ids: Sequence[str] | None = None) -> list[MetricColumn]:
         """:meth:`sample_metrics` in columns (``ColumnarSampler``): the same model, the same state
-        changes and the same values, one column per metric. For the PM collector measuring
-        thousands of computes: no object per value, and one generator re-seeded per draw site
-        instead of a new one (tests/unit/test_pm_sampling.py holds the two forms equal)."""
+        changes and the same values, one column per metric (tests/unit/test_pm_sampling.py holds
+        the two forms equal). For the PM collector measuring thousands of computes:
+
+        - no object per value, and one generator re-seeded per draw site instead of a new one;
+        - the random part of each compute's *next* sample — its normal deviates, which depend only
+          on (seed, compute, epoch, tick) — is drawn after this call returns, in small chunks on
+          the event loop, once the collector has had this sample's results (``_prepare_draws``).
+          At the next sampling instant only the time-dependent arithmetic is left; a compute whose
+          epoch or tick no longer matches (rebooted, sampled elsewhere in between) is drawn then.
+          Seeding a Mersenne Twister twice per compute is most of a sample's cost, and it says
+          nothing about the instant.
+        - the state file is written after that preparation rather than in the middle of the
+          collector's work on this sample.
+        """
         wanted = None if object_ids is None else set(object_ids)
+        task = self.__dict__.get("_draw_task")
+        if task is not None:
+            task.cancel()
+        prepared: Prepared = self.__dict__.get("_prepared") or {}
+        self._prepared: Prepared = {}
         now = self._now()
+        previous_at = self.__dict__.get("_columns_sampled_at")
+        self._columns_sampled_at = now
         stamp = self._ts(now)
         seed = self.config.seed
         down_hosts, links_down, cpu_loads = self._sampling_faults()
@@ -76,8 +113,13 @@ class MetricOps(SimCore):
                 loads = [cpu_loads[t] for t in (compute_id, compute.host_id) if t in cpu_loads]
                 load = max(loads) if loads else None
             epoch = compute.epoch
-            cpu, memory, disk, compute.ar_state = compute_values(
-                rng, profile, seed, compute_id, epoch, tick, now - compute.booted_at, compute.ar_state, paused, load)
+            ready = prepared.get(compute_id)
+            if ready is not None and ready[0] == epoch and ready[1] == tick:
+                deviates, nic_ready = ready[2], ready[3]
+            else:
+                deviates, nic_ready = compute_deviates(rng, seed, compute_id, epoch, tick), ()
+            cpu, memory, disk, compute.ar_state = values_from_deviates(
+                deviates, profile, now - compute.booted_at, compute.ar_state, paused, load)
             last = compute.last_sample_at
             elapsed = 0.0 if paused else now - (last if last is not None else compute.booted_at)
             compute.last_sample_at = now
@@ -91,9 +133,14 @@ class MetricOps(SimCore):
                 if counters is None:
                     counters = compute.counters[port_id] = [0, 0, 0, 0]
                 port = ports.get(port_id)
-                if port is not None and (not links_down or self._link_up(port)):
-                    rx, tx, rx_p, tx_p = nic_increments(profile, seed, compute_id, port_id, epoch, tick, cpu, elapsed,
-                                                        rng)
+                if elapsed > 0 and port is not None and (not links_down or self._link_up(port)):
+                    nic = None
+                    for ready_port, ready_deviates in nic_ready:
+                        if ready_port == port_id:
+                            nic = ready_deviates
+                    if nic is None:
+                        nic = nic_deviates(rng, seed, compute_id, port_id, epoch, tick)
+                    rx, tx, rx_p, tx_p = nic_from_deviates(nic, profile, cpu, elapsed)
                     counters[0] += rx
                     counters[1] += tx
                     counters[2] += rx_p
@@ -131,8 +178,33 @@ class MetricOps(SimCore):
             used.append(volume.used_pct)
         if volume_ids:
             columns.append(MetricColumn(ObjectType.STORAGE, MetricName.STORAGE_UTILISATION, stamp, volume_ids, used))
-        self._save()
+        delay = _DRAW_DELAY_S if previous_at is None else max(0.0, min(_DRAW_DELAY_S, (now - previous_at) / 2))
+        self._draw_task = asyncio.get_running_loop().create_task(self._prepare_draws(gauge_ids, delay),
+                                                                 name="vimkit-sim-prepare-draws")
         return columns
+
+    async def _prepare_draws(self, compute_ids: list[str], delay: float) -> None:
+        """Draw the deviates of the next sample of ``compute_ids`` (see sample_metrics_columns),
+        then save the state the sample changed."""
+        try:
+            await asyncio.sleep(delay)
+            rng = random.Random()
+            seed = self.config.seed
+            computes = self._state.computes
+            prepared = self._prepared
+            for start in range(0, len(compute_ids), _DRAW_CHUNK):
+                for compute_id in compute_ids[start:start + _DRAW_CHUNK]:
+                    compute: SimCompute | None = computes.get(compute_id)
+                    if compute is None:
+                        continue
+                    epoch, tick = compute.epoch, compute.tick + 1
+                    prepared[compute_id] = (
+                        epoch, tick, compute_deviates(rng, seed, compute_id, epoch, tick),
+                        tuple((port_id, nic_deviates(rng, seed, compute_id, port_id, epoch, tick))
+                              for port_id in compute.ports))
+                await asyncio.sleep(0)
+        finally:
+            self._save()
 
     async def sample_metrics(self, object_ids: Sequence[str] | None = None) -> list[MetricSample]:
         """Sample running/paused computes on live hosts and volumes that have not failed."""

@@ -94,8 +94,41 @@ def compute_values(
     """:func:`sample_compute` as a plain tuple (cpu, memory, disk, AR state), drawing from ``rng``
     re-seeded for this draw site — the same numbers as a new generator (``Random.seed`` resets
     everything, ``gauss``' spare value included), without building one per compute and tick."""
+    return values_from_deviates(compute_deviates(rng, seed, compute_id, epoch, tick), profile, uptime_s, ar_state,
+                                paused, cpu_load)
+
+
+def compute_deviates(rng: random.Random, seed: int, compute_id: str, epoch: int,
+                     tick: int) -> tuple[float, float, float, float]:
+    """The randomness of one compute sample: the first four standard normal deviates of its draw
+    site. :func:`sample_compute` takes its normal draws in that order (the AR noise, then the
+    CPU-load jitter when loaded, then memory, then disk; ``gauss`` makes them in pairs), so these
+    and the sample's time-dependent inputs give exactly its values (:func:`values_from_deviates`)
+    — which lets the simulator draw them before the sampling instant. They depend only on
+    ``(seed, compute, epoch, tick)``."""
     rng.seed(f"{seed}:{compute_id}:{epoch}:{tick}")  # as rng_for(seed, compute_id, epoch, tick)
-    return _compute_values(rng, profile, uptime_s, ar_state, paused, cpu_load)
+    gauss = rng.gauss
+    return (gauss(0.0, 1.0), gauss(0.0, 1.0), gauss(0.0, 1.0), gauss(0.0, 1.0))
+
+
+def values_from_deviates(
+    deviates: tuple[float, float, float, float], profile: Profile, uptime_s: float, ar_state: float, paused: bool,
+    cpu_load: float | None,
+) -> tuple[float, float, float, float]:
+    """:func:`_compute_values` with ``rng.gauss(mu, sigma)`` as ``mu + deviate * sigma``, what
+    ``gauss`` computes from the same deviate: the same floating-point operations, the same values."""
+    ar_state = 0.7 * ar_state + (0.0 + deviates[0] * profile.cpu_noise)
+    cycle = profile.cpu_amplitude * math.sin(2 * math.pi * uptime_s / profile.cpu_period_s + profile.cpu_phase)
+    cpu = 0.0 if paused else _clamp(profile.cpu_base + cycle + ar_state, 0.5, 100.0)
+    following = 1
+    if cpu_load is not None and not paused:
+        cpu = max(cpu, _clamp(cpu_load + (0.0 + deviates[1] * 1.5), 0.0, 100.0))
+        following = 2
+    warm = 1.0 - math.exp(-max(0.0, uptime_s) / profile.memory_warmup_s)
+    memory = _clamp(6.0 + (profile.memory_plateau - 6.0) * warm + (0.0 + deviates[following] * 0.8), 1.0, 99.0)
+    disk = _clamp(profile.disk_base + profile.disk_growth_per_hour * uptime_s / 3600.0
+                  + (0.0 + deviates[following + 1] * 0.05), 0.1, 99.0)
+    return (round(cpu, 3), round(memory, 3), round(disk, 3), ar_state)
 
 
 def _compute_values(rng: random.Random, profile: Profile, uptime_s: float, ar_state: float, paused: bool,
@@ -120,13 +153,33 @@ def nic_increments(
     (``rng``: a generator to re-seed for the draw instead of a new one; same numbers)."""
     if elapsed_s <= 0:
         return (0, 0, 0, 0)
-    if rng is None:
-        rng = rng_for(seed, compute_id, port_id, epoch, tick)
-    else:
-        rng.seed(f"{seed}:{compute_id}:{port_id}:{epoch}:{tick}")  # as rng_for(seed, compute_id, port_id, …)
+    if rng is not None:
+        return nic_from_deviates(nic_deviates(rng, seed, compute_id, port_id, epoch, tick), profile, cpu, elapsed_s)
+    rng = rng_for(seed, compute_id, port_id, epoch, tick)
     activity = 0.25 + cpu / 100.0
     rx = int(profile.rx_bytes_per_s * activity * rng.lognormvariate(0.0, 0.25) * elapsed_s)
     tx = int(profile.rx_bytes_per_s * profile.tx_ratio * activity * rng.lognormvariate(0.0, 0.25) * elapsed_s)
+    rx_packets = math.ceil(rx / profile.rx_packet_size) if rx else 0
+    tx_packets = math.ceil(tx / profile.tx_packet_size) if tx else 0
+    return (rx, tx, rx_packets, tx_packets)
+
+
+def nic_deviates(rng: random.Random, seed: int, compute_id: str, port_id: str, epoch: int,
+                 tick: int) -> tuple[float, float]:
+    """The randomness of one NIC sample: the two standard normal deviates behind its
+    ``lognormvariate`` draws (as :func:`compute_deviates`)."""
+    rng.seed(f"{seed}:{compute_id}:{port_id}:{epoch}:{tick}")  # as rng_for(seed, compute_id, port_id, epoch, tick)
+    return (rng.normalvariate(0.0, 1.0), rng.normalvariate(0.0, 1.0))
+
+
+def nic_from_deviates(deviates: tuple[float, float], profile: Profile, cpu: float,
+                      elapsed_s: float) -> tuple[int, int, int, int]:
+    """:func:`nic_increments` with ``rng.lognormvariate(0, 0.25)`` as ``exp(0 + deviate * 0.25)``."""
+    if elapsed_s <= 0:
+        return (0, 0, 0, 0)
+    activity = 0.25 + cpu / 100.0
+    rx = int(profile.rx_bytes_per_s * activity * math.exp(0.0 + deviates[0] * 0.25) * elapsed_s)
+    tx = int(profile.rx_bytes_per_s * profile.tx_ratio * activity * math.exp(0.0 + deviates[1] * 0.25) * elapsed_s)
     rx_packets = math.ceil(rx / profile.rx_packet_size) if rx else 0
     tx_packets = math.ceil(tx / profile.tx_packet_size) if tx else 0
     return (rx, tx, rx_packets, tx_packets)
