@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, insert, select, update
 from sqlalchemy.orm import Session
 
 from vimkit.api.problems import ApiError, Cause, conflict, not_found, problem_body
@@ -191,8 +191,40 @@ class ComputeService(ComputeOperations, ComputeEvents):
     async def change_soon(self, compute_id: str, edit: Callable[[dict[str, Any]], dict[str, Any]],
                           change_type: str | None = "MODIFIED", *, claim: Claim | None = None) -> ComputeRow:
         """:meth:`change` through the group commit: for the completions many tasks write at once."""
+        if claim is None:
+            return await self.commits.run(lambda session: self._complete(session, compute_id, edit, change_type))
         return await self.commits.run(lambda session: self.change_in(session, None, compute_id, edit, change_type,
                                                                       claim=claim))
+
+    def _complete(self, session: Session, compute_id: str, edit: Callable[[dict[str, Any]], dict[str, Any]],
+                  change_type: str | None) -> ComputeRow:
+        """:meth:`change_in` for a background task's completion, in plain statements (the ORM unit
+        of work cost as much as the rest of an allocation's completion)."""
+        table = ComputeRow.__table__
+        query = select(table.c.resource_group_id, table.c.created_at, table.c.version, table.c.body).where(
+            table.c.id == compute_id)
+        if self.database.dialect != "sqlite":
+            query = query.with_for_update()
+        current = session.execute(query).first()
+        if current is None:
+            raise not_found("compute", compute_id)
+        was_crashed = current.body.get("runningState") == "CRASHED"
+        body = edit(dict(current.body))
+        values = dict(body=body, state=body["provisioningState"], host_id=body.get("hostId"),
+                      zone_id=body.get("zoneId"), compute_name=body.get("computeName"),
+                      version=current.version + 1, updated_at=utcnow())
+        session.execute(update(table).where(table.c.id == compute_id), values)
+        # An ORM copy of this compute loaded earlier in the same transaction is stale now.
+        for instance in list(session.identity_map.values()):
+            if isinstance(instance, ComputeRow) and instance.id == compute_id:
+                session.expire(instance)
+        row = ComputeRow(id=compute_id, resource_group_id=current.resource_group_id, created_at=current.created_at,
+                         **values)
+        if was_crashed and body.get("runningState") not in ("CRASHED", None) and self.alarms is not None:
+            self.alarms.clear_alarm(session, compute_id, "computeCrashed")
+        if change_type is not None:
+            self.notify(session, row, change_type)
+        return row
 
     def change_in(self, session: Session, principal: Principal | None, compute_id: str,
                   edit: Callable[[dict[str, Any]], dict[str, Any]], change_type: str | None = "MODIFIED", *,
@@ -234,17 +266,16 @@ class ComputeService(ComputeOperations, ComputeEvents):
         raise ApiError(403, "resourceGroupId must be your own resource group", cause=Cause.FORBIDDEN,
                        invalid_params=[("resourceGroupId", "not your resource group")])
 
-    def _plan(self, principal: Principal, data: ComputeAllocateRequest) -> AllocationPlan:
+    def _plan(self, session: Session, principal: Principal, data: ComputeAllocateRequest) -> AllocationPlan:
         group = self._group_for(principal, data.resourceGroupId)
         zone_ids, host_id = self.rules.location(data.locationConstraints, "locationConstraints")
-        with self.database.read() as session:
-            flavour = self.rules.flavour_in(session, principal, data.computeFlavourId, "computeFlavourId")
-            if data.vcImageId is not None:
-                self.rules.check_image(session, principal, data.vcImageId)
-            affinity = self.rules.affinity(session, principal, data.affinityOrAntiAffinityConstraints,
-                                           "affinityOrAntiAffinityConstraints")
-            nics = self.rules.nics(session, principal, flavour, data.interfaceData, "interfaceData")
-            self.rules.volumes(session, principal, data.storageIds, "storageIds")
+        flavour = self.rules.flavour_in(session, principal, data.computeFlavourId, "computeFlavourId")
+        if data.vcImageId is not None:
+            self.rules.check_image(session, principal, data.vcImageId)
+        affinity = self.rules.affinity(session, principal, data.affinityOrAntiAffinityConstraints,
+                                       "affinityOrAntiAffinityConstraints")
+        nics = self.rules.nics(session, principal, flavour, data.interfaceData, "interfaceData")
+        self.rules.volumes(session, principal, data.storageIds, "storageIds")
         vcpus, memory_mb, disk_gb, arch = flavour_numbers(flavour)
         request = PlacementRequest(vcpus, memory_mb, disk_gb, zone_ids, host_id, arch, frozenset(), affinity, group)
         return AllocationPlan(str(uuid.uuid4()), group, flavour, request, nics, list(dict.fromkeys(data.storageIds)),
@@ -279,19 +310,25 @@ class ComputeService(ComputeOperations, ComputeEvents):
         return body
 
     async def allocate(self, principal: Principal, data: ComputeAllocateRequest) -> tuple[ComputeRow, asyncio.Task[Any]]:
-        plan = await self.database.point_read(self._plan, principal, data)
+        plans: list[AllocationPlan] = []
         try:
-            row, claim = await self.commits.run(lambda session: self._claim_and_insert(session, plan))
+            row, claim = await self.commits.run(lambda session: self._claim_and_insert(session, principal, data, plans))
         except PlacementError as exc:
             raise placement_error(exc, "locationConstraints") from exc
         except BaseException:
-            self.infra.placement.release(plan.compute_id)
+            if plans:
+                self.infra.placement.release(plans[0].compute_id)
             raise
-        return row, self.spawn(plan.compute_id, self._realise(principal, plan, claim))
+        return row, self.spawn(plans[0].compute_id, self._realise(principal, plans[0], claim))
 
-    def _claim_and_insert(self, session: Session, plan: AllocationPlan) -> tuple[ComputeRow, Claim]:
-        """Decide and record in one transaction: on PostgreSQL under the placement lock (after
-        catching up with the other replicas), so no two replicas take the same capacity."""
+    def _claim_and_insert(self, session: Session, principal: Principal, data: ComputeAllocateRequest,
+                          plans: list[AllocationPlan]) -> tuple[ComputeRow, Claim]:
+        """Check, decide and record in one transaction: the request is checked against what the
+        transaction sees (flavour, groups, ports, volumes), and on PostgreSQL the decision runs
+        under the placement lock (after catching up with the other replicas), so no two replicas
+        take the same capacity."""
+        plan = self._plan(session, principal, data)
+        plans.append(plan)
         self.infra.sync.guard(session)
         claim = self.infra.placement.claim(plan.compute_id, plan.request)
         try:
@@ -304,13 +341,13 @@ class ComputeService(ComputeOperations, ComputeEvents):
     def _insert(self, session: Session, plan: AllocationPlan, claim: Claim) -> ComputeRow:
         now = utcnow()
         body = plan.body
-        row = ComputeRow(id=plan.compute_id, resource_group_id=plan.group, created_at=now, updated_at=now, version=1,
-                         body=body, state="ALLOCATING", host_id=claim.host_id, zone_id=claim.zone_id,
-                         compute_name=body.get("computeName"))
-        session.add(row)
+        values = dict(id=plan.compute_id, resource_group_id=plan.group, created_at=now, updated_at=now, version=1,
+                      body=body, state="ALLOCATING", host_id=claim.host_id, zone_id=claim.zone_id,
+                      compute_name=body.get("computeName"))
+        # A plain INSERT: the ORM unit of work cost more than the rest of the transaction.
+        session.execute(insert(ComputeRow.__table__), [values])
         self.infra.record_claim(session, "compute", plan.compute_id, claim.to_dict(), new=True)
-        session.flush()
-        return row
+        return ComputeRow(**values)
 
     async def _realise(self, principal: Principal, plan: AllocationPlan, claim: Claim) -> None:
         compute_id = plan.compute_id

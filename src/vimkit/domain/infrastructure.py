@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any, Literal
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from vimkit.api.problems import ApiError, Cause, invalid, not_found
@@ -116,11 +116,11 @@ class InfrastructureService:
     def record_claim(self, session: Session, kind: Literal["compute", "storage"], resource_id: str,
                      claim: dict[str, Any], *, new: bool = False) -> None:
         """``new``: the resource has no claim row yet, so an INSERT is enough (``merge`` reads first)."""
-        row = PlacementClaimRow(resource_id=resource_id, kind=kind, claim=claim, created_at=utcnow())
         if new and not self.sync.enabled:  # on PostgreSQL the decision may have persisted it already
-            session.add(row)
+            session.execute(insert(PlacementClaimRow.__table__),
+                            [{"resource_id": resource_id, "kind": kind, "claim": claim, "created_at": utcnow()}])
         else:
-            session.merge(row)
+            session.merge(PlacementClaimRow(resource_id=resource_id, kind=kind, claim=claim, created_at=utcnow()))
         self.sync.journal(session, kind, resource_id, claim)
 
     def forget_claim(self, session: Session, resource_id: str) -> None:
