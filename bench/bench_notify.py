@@ -1,20 +1,25 @@
-"""Notification delivery benchmark: one VIM process, 50 subscribers on loopback.
+"""Notification delivery benchmark: one VIM, 50 subscribers on loopback.
 
-Three processes: ``vimkit serve`` (SQLite, one worker), a receiver process serving 50 callback
-ports with a minimal asyncio HTTP/1.1 server (so that the receivers are not the bottleneck),
-and this driver, which creates flavours at a fixed rate. Every flavour created is one
-InformationChangeNotification for each of the 50 subscribers. Latency is measured from just
+Three processes (plus the VIM's delivery workers with ``--workers``): ``vimkit serve`` (SQLite),
+a receiver process serving 50 callback ports with a minimal asyncio HTTP/1.1 server (so that the
+receivers are not the bottleneck; it parses every request and answers 204 only once it has read
+the whole notification), and this driver, which creates flavours at a fixed rate (open loop, on
+several connections). Every flavour created is one InformationChangeNotification for each of the 50 subscribers. Latency is measured from just
 before the driver sends the change (so it includes the API call and the commit) to the moment
 the receiver has read the notification; both use CLOCK_MONOTONIC, which is shared by all
 processes of the machine.
 
-    .venv/bin/python bench/bench_notify.py [--subscribers 50] [--rate 100] [--seconds 20]
+    .venv/bin/python bench/bench_notify.py [--subscribers 50] [--rate 100] [--seconds 20] [--workers 1]
+
+It also reports the CPU seconds each process used and the load average of the machine, which is
+shared: all processes compete for its two cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import socket
@@ -22,10 +27,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import orjson
 
 ADMIN = ("bench-admin", "bench-admin-secret-0123456789")
 
@@ -66,18 +74,27 @@ class _Callback(asyncio.Protocol):
             self.buffer = self.buffer[head_end + 4 + length :]
             if head.startswith("POST"):
                 received = time.monotonic()
-                note = json.loads(body)
+                note = orjson.loads(body)
                 self.log.append((self.index, note["resourceTypeId"], note["sequence"], received))
             self.transport.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")  # type: ignore[attr-defined]
 
 
 async def _receivers(ports: list[int], out: Path, seconds: float) -> None:
+    """Serve until standard input closes (the driver is done) or ``seconds`` have passed."""
     log: list[tuple[int, str, int, float]] = []
     loop = asyncio.get_running_loop()
     servers = [
         await loop.create_server(lambda i=i: _Callback(i, log), "127.0.0.1", port) for i, port in enumerate(ports)
     ]
-    await asyncio.sleep(seconds)
+    done = loop.create_future()
+
+    class _Stdin(asyncio.Protocol):
+        def connection_lost(self, exc: Exception | None) -> None:
+            if not done.done():
+                done.set_result(None)
+
+    await loop.connect_read_pipe(_Stdin, sys.stdin)
+    await asyncio.wait_for(done, seconds)
     for server in servers:
         server.close()
     out.write_text(json.dumps(log))
@@ -100,11 +117,22 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=50)
     parser.add_argument("--rate", type=float, default=100.0, help="flavour changes per second")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--connections", type=int, default=8, help="driver connections (changes in flight at most)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="delivery worker processes (VIMKIT_NOTIFY_WORKERS; 0: delivery in the server process)")
+    parser.add_argument("--profile", type=Path, help="py-spy profiles (raw) of the server and workers into this directory")
     parser.add_argument("--receivers-only", nargs=3, metavar=("PORTS", "OUT", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.receivers_only:
         ports = [int(p) for p in args.receivers_only[0].split(",")]
-        asyncio.run(_receivers(ports, Path(args.receivers_only[1]), float(args.receivers_only[2])))
+        run = asyncio.run
+        try:
+            import uvloop
+
+            run = uvloop.run
+        except ImportError:
+            pass
+        run(_receivers(ports, Path(args.receivers_only[1]), float(args.receivers_only[2])))
         return
 
     with tempfile.TemporaryDirectory(prefix="vimkit-bench-notify-") as tmp:
@@ -113,11 +141,12 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         ports = [free_port() for _ in range(args.subscribers)]
         out = data / "received.json"
-        budget = args.seconds + 60
+        budget = args.seconds + 600
         receivers = subprocess.Popen([sys.executable, __file__, "--receivers-only",
-                                      ",".join(map(str, ports)), str(out), str(budget)])
+                                      ",".join(map(str, ports)), str(out), str(budget)], stdin=subprocess.PIPE)
         env = {**os.environ, "VIMKIT_ADMIN_CLIENT_ID": ADMIN[0], "VIMKIT_ADMIN_CLIENT_SECRET": ADMIN[1],
-               "VIMKIT_LOG_LEVEL": "warning", "VIMKIT_AUDIT_ENABLED": "false"}
+               "VIMKIT_LOG_LEVEL": "warning", "VIMKIT_AUDIT_ENABLED": "false",
+               "VIMKIT_NOTIFY_WORKERS": str(args.workers)}
         server = subprocess.Popen([sys.executable, "-m", "vimkit.cli.main", "serve", "--port", str(port),
                                    "--data-dir", str(data / "vim")], env=env, stdout=subprocess.DEVNULL)
         try:
@@ -129,36 +158,61 @@ def main() -> None:
                 response = api.post("/compute-info/v1/subscriptions",
                                     json={"callbackUri": f"http://127.0.0.1:{receiver_port}/cb"})
                 assert response.status_code == 201, response.text
+            # The delivery workers start after the server answers: one change delivered to every
+            # subscriber first, so that the measurement starts with delivery running.
+            response = api.post("/compute/v1/flavours", json={
+                "flavourId": "warm-up", "virtualCpu": {"numVirtualCpu": 1}, "virtualMemory": {"virtualMemSize": 256}})
+            assert response.status_code == 201, response.text
+            _wait_delivered(api, 120)
+            profilers = _profile(args.profile, server.pid, args.seconds) if args.profile else []
+            load_before = os.getloadavg()
+            cpu_before = _cpu(server.pid, receivers.pid)
             sent: dict[str, float] = {}
+            answered: list[float] = []
             interval = 1.0 / args.rate
             started = time.monotonic()
             count = int(args.rate * args.seconds)
-            for index in range(count):
-                target = started + index * interval
-                pause = target - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
+            # Open loop: each change leaves at its time whatever the previous ones' response
+            # times, on up to --connections keep-alive connections (a CCM has several clients).
+            local = threading.local()
+
+            def change(index: int) -> None:
+                connection = getattr(local, "connection", None)
+                if connection is None:
+                    connection = local.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
                 flavour_id = f"b{index}"
                 sent[flavour_id] = time.monotonic()
-                response = api.post("/compute/v1/flavours", json={
-                    "flavourId": flavour_id, "virtualCpu": {"numVirtualCpu": 1}, "virtualMemory": {"virtualMemSize": 256}})
-                assert response.status_code == 201, response.text
+                connection.request("POST", "/compute/v1/flavours", body=orjson.dumps({
+                    "flavourId": flavour_id, "virtualCpu": {"numVirtualCpu": 1}, "virtualMemory": {"virtualMemSize": 256}}),
+                    headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+                response = connection.getresponse()
+                text = response.read()
+                assert response.status == 201, text
+                answered.append(time.monotonic() - sent[flavour_id])
+
+            with ThreadPoolExecutor(args.connections) as pool:
+                futures = []
+                for index in range(count):
+                    pause = started + index * interval - time.monotonic()
+                    if pause > 0:
+                        time.sleep(pause)
+                    futures.append(pool.submit(change, index))
+                for future in futures:
+                    future.result()
             produced_in = time.monotonic() - started
             expected = count * args.subscribers
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                pending = sum(
-                    item["deliveryStatus"]["pendingCount"]
-                    for item in api.get("/compute-info/v1/subscriptions").json()
-                )
-                if pending == 0:
-                    break
-                time.sleep(0.2)
+            _wait_delivered(api, 60)
+            cpu = {name: seconds - cpu_before.get(name, 0.0) for name, seconds in _cpu(server.pid, receivers.pid).items()}
+            load_after = os.getloadavg()
+            for profiler in profilers:
+                profiler.wait(timeout=args.seconds + 60)
         finally:
             server.terminate()
             server.wait(timeout=30)
-        receivers.wait(timeout=budget + 30)
-        log = json.loads(out.read_text())
+        assert receivers.stdin is not None
+        receivers.stdin.close()
+        receivers.wait(timeout=60)
+        log = [entry for entry in json.loads(out.read_text()) if entry[1] != "warm-up"]
         latencies = sorted(received - sent[flavour] for _i, flavour, _seq, received in log if flavour in sent)
         first = min(sent.values())
         last = max(received for *_rest, received in log)
@@ -169,7 +223,61 @@ def main() -> None:
               f"{len(log) / (last - first):.0f} notifications/s sustained")
         print(f"  latency change->receiver: p50 {statistics.median(latencies) * 1000:.1f} ms, "
               f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
+        answered.sort()
+        print(f"  the changes themselves (POST /compute/v1/flavours): p50 "
+              f"{statistics.median(answered) * 1000:.1f} ms, p99 {answered[int(len(answered) * 0.99) - 1] * 1000:.1f} ms")
         print(f"  every subscriber got its notifications in sequence order: {in_order}")
+        print("  CPU seconds used from the first change to the last acknowledgement: "
+              + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items()))
+        print(f"  load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+
+
+def _profile(directory: Path, server: int, seconds: float) -> list[subprocess.Popen[bytes]]:
+    directory.mkdir(parents=True, exist_ok=True)
+    pids = {"server": server}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    if int(handle.read().rsplit(")", 1)[1].split()[1]) == server:
+                        pids[f"worker-{entry}"] = int(entry)
+            except (OSError, IndexError, ValueError):
+                continue
+    spy = Path(sys.executable).parent / "py-spy"
+    return [subprocess.Popen([str(spy), "record", "--gil", "-f", "raw", "-r", "200", "-d", str(int(seconds)), "-o",
+                              str(directory / f"{name}.txt"), "--pid", str(pid)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in pids.items()]
+
+
+def _wait_delivered(api: httpx.Client, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pending = sum(item["deliveryStatus"]["pendingCount"] for item in api.get("/compute-info/v1/subscriptions").json())
+        if pending == 0:
+            return
+        time.sleep(0.2)
+
+
+def _cpu(server: int, receivers: int) -> dict[str, float]:
+    """CPU seconds (user + system) of the server, its worker processes, the receivers and this driver."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def stat(pid: int) -> tuple[int, float]:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+
+    workers = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parent, seconds = stat(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == server:
+                workers += seconds
+    return {"server": stat(server)[1], "delivery workers": workers, "receivers": stat(receivers)[1],
+            "driver": stat(os.getpid())[1]}
 
 
 def _ordered(log: list) -> bool:

@@ -63,6 +63,7 @@ from vimkit.notify.callbacks import AddressPolicy, TokenCache
 from vimkit.notify.dispatcher import Dispatcher, DispatchSettings
 from vimkit.notify.filters import NOTIFICATION_TYPES
 from vimkit.notify.secrets import SecretBox
+from vimkit.notify.workers import DeliveryWorkers
 from vimkit.notify.subscriptions import SubscriptionService
 from vimkit.store.db import Database
 from vimkit.store.idempotency import IdempotencyStore
@@ -258,8 +259,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
     if services.compute is not None:
         await services.compute.recover()
-    if services.dispatcher is not None:
-        await services.dispatcher.start()
+    delivery: Dispatcher | DeliveryWorkers | None = services.dispatcher
+    if delivery is not None and services.settings.notify_workers > 0:  # delivery in processes of its own
+        delivery = DeliveryWorkers(services.settings, services.dispatcher)
+    if delivery is not None:
+        await delivery.start()
     if services.performance is not None:
         await services.performance.start()
     try:
@@ -273,8 +277,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await asyncio.gather(background, return_exceptions=True)
         if services.compute is not None:
             await services.compute.stop()
-        if services.dispatcher is not None:
-            await services.dispatcher.stop()
+        if delivery is not None:
+            await delivery.stop()
         if services.infrastructure is not None:
             await services.infrastructure.stop()
 

@@ -161,6 +161,8 @@ class Settings(BaseSettings):
     notify_concurrency: int = Field(64, ge=1, le=1024, description="Subscriptions served at once.")
     notify_retention_seconds: float = Field(3600.0, ge=0, description="How long delivered notifications are kept.")
     notify_poll_interval: float = Field(0.5, gt=0, le=60, description="How often other replicas' work is looked for.")
+    notify_workers: int = Field(
+        0, ge=0, le=16, description="Delivery worker processes started by vimkit serve; 0 delivers in the server process.")
 
     @field_validator("database_url")
     @classmethod

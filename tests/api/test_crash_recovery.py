@@ -1,4 +1,5 @@
-"""SIGKILL the server while hundreds of notifications are pending; after a restart all arrive.
+"""SIGKILL the server, or one of its delivery workers, while hundreds of notifications are
+pending; after a restart all arrive.
 
 The server runs as a real ``vimkit serve`` process so that the kill is a real crash: no
 shutdown hook runs, leases stay taken, deliveries stay half done.
@@ -30,8 +31,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def _serve(data_dir: Path, port: int, workers: int = 0) -> subprocess.Popen[bytes]:
     env = {
+        "VIMKIT_NOTIFY_WORKERS": str(workers),
         **os.environ,
         "VIMKIT_ADMIN_CLIENT_ID": ADMIN_ID,
         "VIMKIT_ADMIN_CLIENT_SECRET": ADMIN_SECRET,
@@ -55,11 +57,49 @@ def _serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("vimkit serve did not become ready")
 
 
-def test_sigkill_with_pending_notifications_loses_nothing(tmp_path: Path) -> None:
-    receiver = Receiver(Behaviour(delay=0.01)).start()
+def _children(parent: int, word: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                command = handle.read().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and word in command:
+            found.append(int(entry))
+    return found
+
+
+def _workers_of(server: subprocess.Popen[bytes], count: int, timeout: float = 30) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = _children(server.pid, "deliver --from-server")
+        if len(workers) == count:
+            return workers
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} delivery workers under the server")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("kill", ["server", "server with a delivery worker", "delivery worker"])
+def test_sigkill_with_pending_notifications_loses_nothing(tmp_path: Path, kill: str) -> None:
+    # Slow enough (at most ~30/s) that hundreds are still pending when the kill comes.
+    receiver = Receiver(Behaviour(delay=0.03)).start()
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    server = _serve(tmp_path, port)
+    workers = 0 if kill == "server" else 1
+    server = _serve(tmp_path, port, workers)
     try:
         token = httpx.post(f"{base}/oauth2/token", data={"grant_type": "client_credentials"},
                            auth=(ADMIN_ID, ADMIN_SECRET)).json()["access_token"]
@@ -70,12 +110,28 @@ def test_sigkill_with_pending_notifications_loses_nothing(tmp_path: Path) -> Non
                         "virtualMemory": {"virtualMemSize": 256}}
                 assert api.post("/compute/v1/flavours", json=body).status_code == 201
         receiver.wait_for(20, timeout=30)
-        server.send_signal(signal.SIGKILL)
-        server.wait(timeout=10)
-        before_restart = len(receiver.notifications)
-        assert before_restart < TOTAL, "everything was delivered before the kill; nothing was pending"
-
-        server = _serve(tmp_path, port)
+        if kill == "delivery worker":
+            (worker,) = _workers_of(server, 1)
+            os.kill(worker, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while _alive(worker) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            before_restart = len(receiver.notifications)
+            assert before_restart < TOTAL, "everything was delivered before the kill; nothing was pending"
+            # The server starts a new worker, which resumes the dead one's leases (same replica id).
+            assert _workers_of(server, 1)[0] != worker
+        else:
+            orphans = _workers_of(server, workers)
+            server.send_signal(signal.SIGKILL)
+            server.wait(timeout=10)
+            before_restart = len(receiver.notifications)
+            assert before_restart < TOTAL, "everything was delivered before the kill; nothing was pending"
+            # Workers whose server is gone stop by themselves (end of their standard input).
+            deadline = time.monotonic() + 20
+            while any(_alive(pid) for pid in orphans) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not any(_alive(pid) for pid in orphans), "a delivery worker outlived its server"
+            server = _serve(tmp_path, port, workers)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len({n["id"] for n in receiver.notifications}) < TOTAL:
             time.sleep(0.1)

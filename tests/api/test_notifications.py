@@ -280,7 +280,7 @@ def test_two_replicas_share_delivery_without_duplicates(tmp_path: Path, receiver
             for index in range(60):
                 (api_one if index % 2 else api_two).post("/compute/v1/flavours", json=flavour(f"rep{index}"))
         for target in [receiver, *others]:
-            received = target.wait_for(60)
+            target.wait_for(60)
             time.sleep(0.3)
             sequences = [item["sequence"] for item in target.notifications]
             assert sequences == list(range(1, 61)), sequences  # no gap, no duplicate, in order
@@ -291,3 +291,209 @@ def test_two_replicas_share_delivery_without_duplicates(tmp_path: Path, receiver
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+# -- delivery worker processes ---------------------------------------------------------------
+def _delivery_workers() -> list[int]:
+    """The `vimkit deliver` processes started by a server running in this test process."""
+    import os
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                command = handle.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and b"deliver\0--from-server" in command:
+            found.append(int(entry))
+    return found
+
+
+def test_delivery_workers_deliver_in_order_exactly_once(database_url: str, tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from vimkit.store.models import SubscriptionRow
+
+    server = start_server(tmp_path / "data", database_url, notify_workers=2, replica_id="main", **FAST)
+    receivers = [Receiver().start() for _ in range(4)]
+    try:
+        deadline = time.monotonic() + 30
+        while len(_delivery_workers()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_delivery_workers()) == 2
+        with server.client() as api:
+            for target in receivers:
+                subscribe(api, target)
+            for index in range(40):
+                assert api.post("/compute/v1/flavours", json=flavour(f"w{index}")).status_code == 201
+        for target in receivers:
+            target.wait_for(40, timeout=60)
+        # The workers hold the leases (for a moment after they caught up), the server never does.
+        with server.services.database.read() as session:  # type: ignore[attr-defined]
+            owners = set(session.scalars(select(SubscriptionRow.lease_owner)))
+        assert owners <= {"main-w0", "main-w1", None} and owners - {None}, owners
+        time.sleep(0.5)
+        for target in receivers:
+            sequences = [item["sequence"] for item in target.notifications]
+            assert sequences == list(range(1, 41)), sequences  # no gap, no duplicate, in order
+            assert len({item["id"] for item in target.notifications}) == 40
+    finally:
+        server.stop()
+        for target in receivers:
+            target.stop()
+    deadline = time.monotonic() + 15
+    while _delivery_workers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _delivery_workers(), "the workers outlived the server"
+
+
+# -- the callback HTTP client ----------------------------------------------------------------
+def _raw_server(answer: bytes, close_after: bool = False, delay: float = 0.0):  # type: ignore[no-untyped-def]
+    """A one-thread TCP server on loopback answering every request with ``answer``."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    requests: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                data = b""
+                while True:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                    head, _, rest = data.partition(b"\r\n\r\n")
+                    if not _:
+                        continue
+                    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length:")), 0)
+                    if len(rest) < length:
+                        continue
+                    requests.append(head + b"\r\n\r\n" + rest[:length])
+                    data = rest[length:]
+                    time.sleep(delay)
+                    connection.sendall(answer)
+                    if close_after:
+                        break
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, requests
+
+
+def _post(url: str, body: bytes = b"{}", headers: dict | None = None, timeout: float = 5.0,
+          times: int = 1) -> list[int]:
+    import asyncio
+
+    from vimkit.notify.transport import CallbackClient
+
+    async def run() -> list[int]:
+        client = CallbackClient(timeout)
+        try:
+            return [await client.post(url, body, headers or {"Content-Type": "application/json"})
+                    for _ in range(times)]
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+def test_callback_client_keep_alive_and_response_framings() -> None:
+    receiver = Receiver().start()
+    try:
+        assert _post(receiver.url, b'{"sequence": 1}', times=3) == [204, 204, 204]
+        assert [n["sequence"] for n in receiver.notifications] == [1, 1, 1]
+    finally:
+        receiver.stop()
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    listener, requests = _raw_server(chunked)
+    try:
+        port = listener.getsockname()[1]
+        assert _post(f"http://127.0.0.1:{port}/cb?x=1", b"{}", times=2) == [200, 200]
+        assert requests[0].startswith(b"POST /cb?x=1 HTTP/1.1\r\nHost: 127.0.0.1:")
+        assert b"\r\nContent-Length: 2\r\n" in requests[0] and requests[0].endswith(b"\r\n\r\n{}")
+    finally:
+        listener.close()
+    # No length, not chunked: the body ends with the connection.
+    until_close = b"HTTP/1.1 202 Accepted\r\nConnection: close\r\n\r\naccepted"
+    listener, requests = _raw_server(until_close, close_after=True)
+    try:
+        assert _post(f"http://127.0.0.1:{listener.getsockname()[1]}/", times=2) == [202, 202]
+        assert len(requests) == 2
+    finally:
+        listener.close()
+
+
+def test_callback_client_resends_once_on_a_connection_the_peer_closed() -> None:
+    # Keep-alive advertised, but the server closes after each answer: the second post finds a
+    # dead pooled connection and must go through on a fresh one.
+    listener, requests = _raw_server(b"HTTP/1.1 204 No Content\r\n\r\n", close_after=True)
+    try:
+        assert _post(f"http://127.0.0.1:{listener.getsockname()[1]}/cb", times=3) == [204, 204, 204]
+        assert len(requests) == 3
+    finally:
+        listener.close()
+
+
+def test_callback_client_failures() -> None:
+    import socket
+
+    from vimkit.notify.transport import CallbackError
+
+    listener, _ = _raw_server(b"HTTP/1.1 204 No Content\r\n\r\n", delay=2.0)
+    try:
+        with pytest.raises(TimeoutError):
+            _post(f"http://127.0.0.1:{listener.getsockname()[1]}/", timeout=0.3)
+    finally:
+        listener.close()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    with pytest.raises(OSError):
+        _post(f"http://127.0.0.1:{closed_port}/")
+    garbage, _ = _raw_server(b"SMTP ready\r\n\r\n")
+    try:
+        with pytest.raises(CallbackError):
+            _post(f"http://127.0.0.1:{garbage.getsockname()[1]}/")
+    finally:
+        garbage.close()
+    with pytest.raises(ValueError):
+        _post("http://127.0.0.1:9/", headers={"Authorization": "Bearer x\r\nInjected: yes"})
+    with pytest.raises(ValueError):
+        _post("http://127.0.0.1:9/a b")
+
+
+def test_fan_out_serialises_once_and_splices_the_same_document() -> None:
+    import orjson
+
+    from vimkit.notify.fanout import _Bodies
+
+    href = "http://vim/compute-info/v1/subscriptions/s-1"
+    parts = (b',"subscriptionId":"s-1"', b'"subscription":{"href":' + orjson.dumps(href) + b"}}}")
+    payloads = [
+        {"changeId": "c", "resourceTypeId": "r", "changedResourceData": {"a": [1, 2], "b": None}},
+        {"alarm": {"id": "a"}, "_links": {"alarms": {"href": "http://vim/faults/v1/alarms"}}},
+        {},
+        {"_links": {}},
+        {"_links": {"subscription": {"href": "kept apart"}}},  # general path
+        {"sequence": 99},  # a payload member that shadows a header member: general path
+    ]
+    for payload in payloads:
+        bodies = _Bodies("n-1", "InformationChangeNotification", "2026-11-26T00:00:00Z", payload)
+        document = bodies.document("s-1", 7, href)
+        assert orjson.loads(bodies.body("s-1", 7, href, *parts)) == document
+        assert document["_links"]["subscription"] == {"href": href}  # type: ignore[index]
+    assert _Bodies("n", "T", "t", payloads[0]).spliced and not _Bodies("n", "T", "t", payloads[5]).spliced

@@ -92,6 +92,26 @@ def serve(
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning", access_log=False, **tls)
 
 
+@app.command()
+def deliver(
+    data_dir: Optional[Path] = typer.Option(None, help="Data directory of the VIM (default ./.vimkit)."),
+    database_url: Optional[str] = typer.Option(None, help="SQLAlchemy URL (default SQLite in the data directory)."),
+    config: Optional[Path] = typer.Option(None, help="TOML config file."),
+    worker_index: Optional[int] = typer.Option(None, help="Replica id suffix -w<N> (set by vimkit serve)."),
+    from_server: bool = typer.Option(False, hidden=True, help="Settings and wake-ups on standard input."),
+) -> None:
+    """Deliver notifications only (what `vimkit serve` runs with notify_workers > 0)."""
+    from vimkit.notify.workers import config_from_settings, read_config_from_server, run_worker
+
+    try:
+        worker = read_config_from_server() if from_server else config_from_settings(
+            load_settings(data_dir=data_dir, database_url=database_url, config=config))
+    except SettingsError as exc:
+        _fail(str(exc))
+        return
+    run_worker(worker, worker_index, from_server)
+
+
 from vimkit.cli.admin_commands import consumers_app, keys_app  # noqa: E402
 
 app.add_typer(consumers_app, name="consumers")

@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import aiohttp
 import httpx
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
 
 from vimkit.notify.callbacks import TokenCache, auth_headers
 from vimkit.notify.fanout import Pending, fan_out_once
 from vimkit.notify.secrets import SecretBox
+from vimkit.notify.transport import CallbackClient, CallbackError
 from vimkit.store.db import Database
 from vimkit.store.models import DeliveryRow, SubscriptionRow
 from vimkit.store.repository import utcnow
@@ -56,6 +56,7 @@ _RELOAD_BATCH = 200
 _FLUSH_INTERVAL = 0.02
 _HOUSEKEEPING_INTERVAL = 30.0
 _LINGER_SECONDS = 2.0
+_HEADERS = {"Content-Type": "application/json", "Version": "1.0.0"}
 
 
 @dataclass(frozen=True)
@@ -85,9 +86,24 @@ class _Target:
 
 @dataclass
 class _Acks:
-    rows: list[int] = field(default_factory=list)
+    sequences: dict[str, list[int]] = field(default_factory=dict)  # subscription id -> acknowledged sequences
     by_subscription: dict[str, str] = field(default_factory=dict)  # id -> api
     released: set[str] = field(default_factory=set)
+    latencies: list[tuple[str, int]] = field(default_factory=list)  # (api, commit time in ns) per acknowledgement
+
+    def runs(self) -> list[dict[str, object]]:
+        """The acknowledged sequences as contiguous ranges, one UPDATE parameter set each."""
+        found: list[dict[str, object]] = []
+        for subscription_id, sequences in self.sequences.items():
+            sequences.sort()
+            low = previous = sequences[0]
+            for sequence in sequences[1:]:
+                if sequence != previous + 1:
+                    found.append({"sid": subscription_id, "low": low, "high": previous})
+                    low = sequence
+                previous = sequence
+            found.append({"sid": subscription_id, "low": low, "high": previous})
+        return found
 
 
 class Dispatcher:
@@ -114,7 +130,7 @@ class Dispatcher:
         self._signals: dict[str, asyncio.Event] = {}  # wakes a lingering task when work arrives
         self._acks = _Acks()
         self._tasks: list[asyncio.Task[None]] = []
-        self._session: aiohttp.ClientSession | None = None
+        self._client: CallbackClient | None = None
         self._token_client: httpx.AsyncClient | None = None
         self._stopping = False
         self._last_renew = time.monotonic()
@@ -126,11 +142,8 @@ class Dispatcher:
         self._loop = asyncio.get_running_loop()
         self._fanout_wake = asyncio.Event()
         self._schedule_wake = asyncio.Event()
-        # aiohttp for the hot path: measured about 4x cheaper per request than httpx here.
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=8, keepalive_timeout=60)
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout)
-        )
+        # A lean HTTP/1.1 client for the hot path (see vimkit.notify.transport for why).
+        self._client = CallbackClient(self.settings.request_timeout)
         self._token_client = httpx.AsyncClient(timeout=self.settings.request_timeout, follow_redirects=False)
         self.database.after_notifications.append(self.wake)
         self._tasks = [
@@ -148,8 +161,8 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*self._active.values(), *self._tasks, return_exceptions=True)
         await asyncio.to_thread(self._flush, self._take_acks(), True)
-        if self._session is not None:
-            await self._session.close()
+        if self._client is not None:
+            await self._client.close()
         if self._token_client is not None:
             await self._token_client.aclose()
 
@@ -207,10 +220,16 @@ class Dispatcher:
                     continue
                 chosen = candidates[:room]
                 self._ready.difference_update(chosen)
-                for target in await asyncio.to_thread(self._claim, sorted(chosen)):
+                targets = await asyncio.to_thread(self._claim, sorted(chosen))
+                for target in targets:
                     task = asyncio.create_task(self._serve(target))
                     self._active[target.subscription_id] = task
                     task.add_done_callback(lambda _t, sid=target.subscription_id: self._finished(sid))
+                # Held by another replica (or worker), or backing off: what fan-out handed us is
+                # read back from the database when the lease comes here.
+                for sid in set(chosen) - {target.subscription_id for target in targets}:
+                    if sid not in self._active:
+                        self._queues.pop(sid, None)
             except Exception:
                 log.exception("notification delivery scheduling failed; retrying")
                 await asyncio.sleep(self.settings.poll_interval)
@@ -308,25 +327,29 @@ class Dispatcher:
                     continue
                 failure = await self._post(target, item)
                 if failure is not None:
-                    await self._failed(sid, item.row_id, failure)
+                    await self._failed(sid, item.sequence, failure)
                     return
                 self._queues[sid].popleft()
                 target.next_sequence = item.sequence + 1
                 self._expected[sid] = target.next_sequence
-                self._acks.rows.append(item.row_id)
-                self._acks.by_subscription[sid] = target.api
-                LATENCY.observe(max(0.0, (time.time_ns() - item.committed_ns) / 1e9))
-                DELIVERED.labels(target.api).inc()
+                acks = self._acks
+                done = acks.sequences.get(sid)
+                if done is None:
+                    acks.sequences[sid] = [item.sequence]
+                    acks.by_subscription[sid] = target.api
+                else:
+                    done.append(item.sequence)
+                acks.latencies.append((target.api, time.time_ns() - item.committed_ns))
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("delivery to subscription %s failed unexpectedly", sid)
             await self._failed(sid, None, "internal delivery error")
 
-    async def _failed(self, subscription_id: str, row_id: int | None, reason: str) -> None:
+    async def _failed(self, subscription_id: str, sequence: int | None, reason: str) -> None:
         acks = self._take_acks()
         try:
-            await asyncio.to_thread(self._record_failure, acks, subscription_id, row_id, reason)
+            await asyncio.to_thread(self._record_failure, acks, subscription_id, sequence, reason)
         except Exception:
             self._return_acks(acks)
             log.warning("recording a delivery failure failed; the lease will expire", exc_info=True)
@@ -342,7 +365,7 @@ class Dispatcher:
     def _reload(self, subscription_id: str, from_sequence: int) -> list[Pending]:
         with self.database.read() as session:
             rows = session.execute(
-                select(DeliveryRow.seq, DeliveryRow.sequence, DeliveryRow.body, DeliveryRow.committed_at_ns)
+                select(DeliveryRow.sequence, DeliveryRow.body, DeliveryRow.committed_at_ns)
                 .where(
                     DeliveryRow.subscription_id == subscription_id,
                     DeliveryRow.delivered.is_(False),
@@ -351,23 +374,21 @@ class Dispatcher:
                 .order_by(DeliveryRow.sequence)
                 .limit(_RELOAD_BATCH)
             ).all()
-        return [Pending(row.seq, row.sequence, bytes(row.body), row.committed_at_ns) for row in rows]
+        return [Pending(row.sequence, bytes(row.body), row.committed_at_ns) for row in rows]
 
     async def _post(self, target: _Target, item: Pending) -> str | None:
         """Send one notification; None when acknowledged (2xx), else why it failed."""
-        assert self._session is not None and self._token_client is not None
-        headers = {"Content-Type": "application/json", "Version": "1.0.0"}
+        assert self._client is not None and self._token_client is not None
+        headers = _HEADERS
         try:
-            headers.update(await auth_headers(self._token_client, self.tokens, target.authentication))
-            async with self._session.post(target.callback_uri, data=item.body, headers=headers,
-                                          allow_redirects=False) as response:
-                await response.read()
-                status = response.status
+            if target.authentication:
+                headers = {**_HEADERS, **await auth_headers(self._token_client, self.tokens, target.authentication)}
+            status = await self._client.post(target.callback_uri, item.body, headers)
         except TimeoutError:
             return "timed out"
         except httpx.HTTPStatusError as exc:
             return f"token endpoint: {exc}"[:500]
-        except (aiohttp.ClientError, httpx.HTTPError, OSError, KeyError, ValueError) as exc:
+        except (CallbackError, httpx.HTTPError, OSError, KeyError, ValueError) as exc:
             return f"{type(exc).__name__}: {exc}"[:500]
         if 200 <= status < 300:
             return None
@@ -391,11 +412,20 @@ class Dispatcher:
     def _take_acks(self) -> _Acks:
         """Called on the event loop, which is the only writer of ``self._acks``."""
         acks, self._acks = self._acks, _Acks()
+        if acks.latencies:  # the metrics, once per batch rather than once per notification
+            counts: dict[str, int] = {}
+            for api, elapsed_ns in acks.latencies:
+                counts[api] = counts.get(api, 0) + 1
+                LATENCY.observe(max(0.0, elapsed_ns / 1e9))
+            for api, count in counts.items():
+                DELIVERED.labels(api).inc(count)
+            acks.latencies = []
         return acks
 
     def _return_acks(self, acks: _Acks) -> None:
         """Put back acknowledgements a failed transaction did not record (event loop only)."""
-        self._acks.rows.extend(acks.rows)
+        for subscription_id, sequences in acks.sequences.items():
+            self._acks.sequences.setdefault(subscription_id, []).extend(sequences)
         for subscription_id, api in acks.by_subscription.items():
             self._acks.by_subscription.setdefault(subscription_id, api)
         self._acks.released |= acks.released
@@ -406,12 +436,20 @@ class Dispatcher:
         renew = not final and time.monotonic() - self._last_renew >= self.settings.lease_seconds / 3
         # A subscription whose task restarted since it asked to be released keeps its lease.
         released = [sid for sid in acks.released if sid not in active]
-        if not (acks.rows or released or renew or final):
+        if not (acks.sequences or released or renew or final):
             return
         with self.database.write() as session:
-            if acks.rows:
+            if acks.sequences:
+                # Per subscription, what was acknowledged is a run of consecutive sequences: one
+                # range per subscription instead of one parameter per notification.
+                deliveries = DeliveryRow.__table__
                 session.execute(
-                    update(DeliveryRow).where(DeliveryRow.seq.in_(acks.rows)).values(delivered=True, delivered_at=now)
+                    update(deliveries)
+                    .where(deliveries.c.subscription_id == bindparam("sid"),
+                           deliveries.c.sequence.between(bindparam("low"), bindparam("high")),
+                           deliveries.c.delivered.is_(False))
+                    .values(delivered=True, delivered_at=now),
+                    acks.runs(),
                 )
             if acks.by_subscription and self.alarms is not None:
                 recovered = session.scalars(
@@ -443,15 +481,19 @@ class Dispatcher:
                     .values(lease_until=now + timedelta(seconds=self.settings.lease_seconds))
                 )
 
-    def _record_failure(self, acks: _Acks, subscription_id: str, row_id: int | None, reason: str) -> None:
+    def _record_failure(self, acks: _Acks, subscription_id: str, sequence: int | None, reason: str) -> None:
         self._flush(acks, False, frozenset())  # what was acknowledged is recorded before the lease goes
         now = utcnow()
         with self.database.write() as session:
             subscription = session.scalar(select(SubscriptionRow).where(SubscriptionRow.id == subscription_id))
             if subscription is None:
                 return
-            if row_id is not None:
-                session.execute(update(DeliveryRow).where(DeliveryRow.seq == row_id).values(attempts=DeliveryRow.attempts + 1))
+            if sequence is not None:
+                session.execute(
+                    update(DeliveryRow)
+                    .where(DeliveryRow.subscription_id == subscription_id, DeliveryRow.sequence == sequence)
+                    .values(attempts=DeliveryRow.attempts + 1)
+                )
             failures = subscription.consecutive_failures + 1
             delay = min(self.settings.backoff_cap, self.settings.backoff_base * 2 ** min(failures - 1, 30))
             delay *= random.uniform(0.5, 1.0)

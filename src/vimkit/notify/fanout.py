@@ -24,17 +24,71 @@ BATCH = 500
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A delivery written by fan-out, handed to the delivery loop without reading it back."""
+    """A delivery written by fan-out, handed to the delivery loop without reading it back.
 
-    row_id: int
+    A delivery is identified by its subscription and ``sequence`` (unique together).
+    """
+
     sequence: int
     body: bytes
     committed_ns: int
 
 
+_HEADER_KEYS = frozenset({"id", "notificationType", "subscriptionId", "timeStamp", "sequence", "_links"})
+
+
+class _Bodies:
+    """The JSON of one notification for each subscription, serialised once.
+
+    Only ``subscriptionId``, ``sequence`` and the subscription link differ between
+    subscriptions: the rest is serialised once per notification and the pieces are joined.
+    The result is the same document as ``orjson.dumps`` of :meth:`document`.
+    """
+
+    def __init__(self, event_id: str, notification_type: str, stamp: str, payload: dict[str, object]) -> None:
+        self.event_id = event_id
+        self.notification_type = notification_type
+        self.stamp = stamp
+        self.payload = payload
+        links = payload.get("_links") or {}
+        # A payload that redefines a header member keeps the general (slower) path.
+        self.spliced = (isinstance(links, dict) and "subscription" not in links
+                        and not (_HEADER_KEYS - {"_links"}) & payload.keys())
+        if self.spliced:
+            head = orjson.dumps({"id": event_id, "notificationType": notification_type})[:-1]
+            self.head = head
+            self.stamp_part = b',"timeStamp":' + orjson.dumps(stamp) + b',"sequence":'
+            rest = orjson.dumps({key: value for key, value in payload.items() if key != "_links"})[1:-1]
+            inner_links = orjson.dumps(links)[1:-1]
+            self.middle = (b"," + rest if rest else b"") + b',"_links":{' + (inner_links + b"," if inner_links else b"")
+
+    def document(self, subscription_id: str, sequence: int, href: str) -> dict[str, object]:
+        return {
+            "id": self.event_id,
+            "notificationType": self.notification_type,
+            "subscriptionId": subscription_id,
+            "timeStamp": self.stamp,
+            "sequence": sequence,
+            **self.payload,
+            # The notification's own links (a report, the alarm list) stay next to the subscription's.
+            "_links": {**(self.payload.get("_links") or {}), "subscription": {"href": href}},  # type: ignore[dict-item]
+        }
+
+    def body(self, subscription_id: str, sequence: int, href: str, subscription_part: bytes, link_part: bytes) -> bytes:
+        if not self.spliced:
+            return orjson.dumps(self.document(subscription_id, sequence, href))
+        return b"".join((self.head, subscription_part, self.stamp_part, str(sequence).encode(), self.middle,
+                         link_part))
+
+
 def fan_out_once(database: Database, base_url: str) -> tuple[dict[str, list[Pending]], bool]:
     """One batch; returns the new deliveries per subscription and whether more rows wait."""
     produced: dict[str, list[Pending]] = {}
+    # A read first: on SQLite it never waits, while a write transaction takes the database lock
+    # that the API (and, with delivery workers, the other processes) need.
+    with database.read() as session:
+        if session.scalar(select(OutboxRow.seq).limit(1)) is None:
+            return produced, False
     with database.write() as session:
         if database.dialect == "postgresql":
             locked = session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": FANOUT_LOCK_KEY})
@@ -60,7 +114,13 @@ def fan_out_once(database: Database, base_url: str) -> tuple[dict[str, list[Pend
         now_ns = time.time_ns()
         stamp = now.isoformat().replace("+00:00", "Z")
         rows: list[dict[str, object]] = []
+        parts: dict[str, tuple[str, bytes, bytes]] = {}
+        for sub in subscriptions:
+            href = f"{base_url}/{sub.api}/v1/subscriptions/{sub.id}"
+            parts[sub.id] = (href, b',"subscriptionId":' + orjson.dumps(sub.id),
+                             b'"subscription":{"href":' + orjson.dumps(href) + b"}}}")
         for event in events:
+            bodies = _Bodies(event.id, event.notification_type, stamp, event.payload)
             for sub in subscriptions:
                 if sub.api != event.api:
                     continue
@@ -70,35 +130,23 @@ def fan_out_once(database: Database, base_url: str) -> tuple[dict[str, list[Pend
                     continue
                 sequence = next_sequence[sub.id]
                 next_sequence[sub.id] = sequence + 1
-                body = {
-                    "id": event.id,
-                    "notificationType": event.notification_type,
-                    "subscriptionId": sub.id,
-                    "timeStamp": stamp,
-                    "sequence": sequence,
-                    **event.payload,
-                    # The notification's own links (a report, the alarm list) stay next to the subscription's.
-                    "_links": {**(event.payload.get("_links") or {}),
-                               "subscription": {"href": f"{base_url}/{sub.api}/v1/subscriptions/{sub.id}"}},
-                }
+                href, subscription_part, link_part = parts[sub.id]
                 rows.append({
                     "subscription_id": sub.id,
                     "sequence": sequence,
                     "notification_id": event.id,
-                    "body": orjson.dumps(body),
+                    "body": bodies.body(sub.id, sequence, href, subscription_part, link_part),
                     "delivered": False,
                     "attempts": 0,
                     "created_at": now,
                     "committed_at_ns": now_ns,
                 })
         if rows:
-            deliveries = DeliveryRow.__table__
-            inserted = session.execute(
-                insert(deliveries).returning(deliveries.c.seq, sort_by_parameter_order=True), rows
-            ).scalars().all()
-            for row_id, row in zip(inserted, rows, strict=True):
+            # Plain executemany: the deliveries are known by (subscription, sequence), no ids to read back.
+            session.execute(insert(DeliveryRow.__table__), rows)
+            for row in rows:
                 produced.setdefault(str(row["subscription_id"]), []).append(
-                    Pending(int(row_id), int(row["sequence"]), row["body"], now_ns)  # type: ignore[arg-type]
+                    Pending(int(row["sequence"]), row["body"], now_ns)  # type: ignore[arg-type]
                 )
             # Sorted, so that concurrent writers lock subscription rows in one order (no deadlock).
             touched = [{"sid": sid, "nxt": next_sequence[sid]} for sid in sorted(produced)]
