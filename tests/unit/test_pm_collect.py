@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC, datetime
 
-from vimkit.domain.pm_collect import Collector, JobState, ThresholdState, report_series
+import orjson
+
+from vimkit.domain.pm_collect import Collector, JobState, ThresholdState, report_blob, report_series
 from vimkit.drivers.model import MetricName, ObjectType
 from vimkit.drivers.specs import MetricSample
 
@@ -132,3 +135,24 @@ def test_the_layout_is_kept_between_reports_and_silent_objects_are_not_entries()
     entries = report_entries(document, str)
     assert {entry["objectInstanceId"] for entry in entries} == {"vm1"}
     assert [v["value"] for v in entries[0]["performanceValues"]] == [1]
+
+
+def test_report_blob_is_the_compressed_document_also_when_its_head_is_reused() -> None:
+    """report_blob keeps the serialised ids and layout between reports of a job: every blob must
+    still decompress to exactly the report's document, also after objects joined (a new layout)."""
+    collector = Collector()
+    collector.add_job(job("j1", {"vm1", "vm2"}, reporting_s=10), {"vm1": "g1", "vm2": "g1"})
+    blobs = []
+    for second in range(0, 45, 5):
+        samples = [cpu("vm1", second + 0.5), rx("vm1", 100.0 * second)]
+        if second >= 25:  # vm2 appears: the layout grows, the cached head is stale
+            samples += [cpu("vm2", 3.0 * second), rx("vm2", 7.0 * second, port="p2")]
+        for report in collector.ingest(second * 1000, samples).reports:
+            expected, objects = report_series(report, report.layout)
+            blob, blob_objects = report_blob(report, report.layout)
+            assert orjson.loads(zlib.decompress(blob)) == orjson.loads(orjson.dumps(expected))
+            assert blob_objects == objects
+            blobs.append((report.end_ms, objects, report.layout.prefix[0] if report.layout.prefix else None))
+    assert [(end, objects) for end, objects, _v in blobs] == [
+        (10_000, ["vm1"]), (20_000, ["vm1"]), (30_000, ["vm1", "vm2"]), (40_000, ["vm1", "vm2"])]
+    assert blobs[0][2] == blobs[1][2] != blobs[2][2] == blobs[3][2]

@@ -39,7 +39,7 @@ from vimkit.api.problems import ApiError, Cause, conflict, not_found
 from vimkit.auth.principal import Principal
 from vimkit.domain.compute import COMPUTE_SCHEMA
 from vimkit.domain.pm_catalogue import CATALOGUE, COMPUTE, STORAGE, catalogue_document, resolve_metrics
-from vimkit.domain.pm_collect import Collector, JobState, ReadyReport, ThresholdState, TickOutcome, report_series
+from vimkit.domain.pm_collect import Collector, JobState, ReadyReport, ThresholdState, TickOutcome, report_blob
 from vimkit.domain.pm_derive import align_up
 from vimkit.domain.pm_export import exposition, report_entries
 from vimkit.domain.storage import STORAGE_SCHEMA
@@ -205,9 +205,15 @@ class PerformanceService:
             outcome, derived, stored = await asyncio.to_thread(self._derive_and_store, now_ms, columns)
             dynamic = [job_id for job_id in outcome.closed_jobs
                        if job_id in self._selections and self._selections[job_id].dynamic]
+            waited = 0.0
             if dynamic:
+                # Not at once: right after a report its notification is fanned out and the report
+                # fetched. New members only need to be in before the next tick.
+                waiting = time.perf_counter()
+                await asyncio.sleep(min(1.0, self.sample_ms / 5000) if outcome.reports else 0.0)
+                waited = time.perf_counter() - waiting  # not the tick's work
                 await asyncio.to_thread(self._refresh, dynamic)
-            took = time.perf_counter() - started
+            took = time.perf_counter() - started - waited
             TICK_SECONDS.observe(took)
             # An overrun means samples are being skipped: the interval is too short for this many objects.
             log.log(logging.WARNING if took * 1000 > self.sample_ms else logging.DEBUG,
@@ -247,7 +253,7 @@ class PerformanceService:
                 log.exception("notifying the crossings of threshold %s failed", threshold_id)
 
     def _store_report(self, report: ReadyReport) -> None:
-        series, objects = report_series(report, report.layout)
+        data, objects = report_blob(report, report.layout)  # before taking the write lock
         with self.database.write() as session:
             job = session.scalar(select(PmJobRow).where(PmJobRow.id == report.job_id).with_for_update())
             if job is None:  # deleted while this period was being collected
@@ -268,7 +274,7 @@ class PerformanceService:
             session.add(PmReportRow(
                 id=report_id, resource_group_id=report.group, created_at=now, updated_at=now, version=1, body=body,
                 pm_job_id=report.job_id, period_end=datetime.fromtimestamp(report.end_ms / 1000, UTC),
-                expires_at=now + self.retention, data=zlib.compress(orjson.dumps(series), 1),
+                expires_at=now + self.retention, data=data,
             ))
             emit(session, api="performance", notification_type=PERFORMANCE_AVAILABLE,
                  payload={"pmJobId": report.job_id, "objectType": report.object_type, "objectInstanceIds": objects,

@@ -14,9 +14,12 @@ nothing made for a sample outlives the tick (keys are interned, accumulators are
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from vimkit.domain.pm_catalogue import CATALOGUE, COUNTER_METRICS, DELTA, MEAN, PEAK
 from vimkit.domain.pm_derive import ClosedPeriod, Key, Window, align_up, as_number, counter_increment, crossing
@@ -394,6 +397,8 @@ class ReportLayout:
         # Per key list of a whole-column period (ClosedPeriod.gauge_columns / delta_columns): where
         # its values go, computed once while the list and the job's members stay the same.
         self._plans: dict[int, _Plan] = {}
+        # report_blob's serialised and compressed leading part, for this version of the layout
+        self.prefix: tuple[tuple[Any, ...], bytes, Any] | None = None
 
     def plan(self, keys: Sequence[Key], members: frozenset[str]) -> _Plan | None:
         cached = self._plans.get(id(keys))
@@ -502,8 +507,33 @@ def report_series(report: ReadyReport, layout: ReportLayout | None = None) -> tu
     for column in columns:
         column.extend([None] * (len(series_object) - len(column)))
     object_ids = list(layout.objects)
-    document = {"objectType": report.object_type, "periodEnds": [period.end_ms for period, _ in report.periods],
-                "measurements": list(report.measurements), "objects": object_ids, "subObjects": list(layout.subs),
-                "seriesObject": series_object, "seriesSub": layout.series_sub, "seriesMetric": layout.series_metric,
-                "values": columns}
+    document = {"objectType": report.object_type, "measurements": list(report.measurements), "objects": object_ids,
+                "subObjects": list(layout.subs), "seriesObject": series_object, "seriesSub": layout.series_sub,
+                "seriesMetric": layout.series_metric,
+                "periodEnds": [period.end_ms for period, _ in report.periods], "values": columns}
     return document, [object_ids[index] for index in sorted(present)]
+
+
+_STATIC = ("objectType", "measurements", "objects", "subObjects", "seriesObject", "seriesSub", "seriesMetric")
+
+
+def report_blob(report: ReadyReport, layout: ReportLayout | None = None) -> tuple[bytes, list[str]]:
+    """:func:`report_series` serialised (JSON) and compressed (zlib), as a report row stores it.
+
+    The document's leading keys — ids and series layout, about half of it — change only when
+    the layout does, so the job's layout keeps them serialised and a compressor that has already
+    taken them in; each report then serialises and compresses only its values, continuing a
+    copy of that compressor. The bytes are one ordinary zlib stream of the whole document."""
+    document, objects = report_series(report, layout)
+    if layout is None or layout.measurements != report.measurements:
+        return zlib.compress(orjson.dumps(document), 1), objects
+    version = (report.object_type, report.measurements, len(layout.series_object), len(layout.objects),
+               len(layout.subs))
+    if layout.prefix is None or layout.prefix[0] != version:
+        compressor = zlib.compressobj(1)
+        head = orjson.dumps({key: document[key] for key in _STATIC})[:-1] + b","
+        layout.prefix = (version, compressor.compress(head), compressor)
+    _version, compressed_head, compressor = layout.prefix
+    rest = compressor.copy()
+    tail = orjson.dumps({"periodEnds": document["periodEnds"], "values": document["values"]})[1:]
+    return compressed_head + rest.compress(tail) + rest.flush(), objects
