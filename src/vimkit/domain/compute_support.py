@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from vimkit.api.problems import ApiError, Cause, conflict, invalid
@@ -93,6 +93,11 @@ class NicPlan:
                 "portCreatedByVim": False}
 
 
+_FLAVOURS = FlavourRow.__table__
+_FLAVOUR_QUERY = select(_FLAVOURS.c.resource_group_id, _FLAVOURS.c.is_public, _FLAVOURS.c.body).where(
+    _FLAVOURS.c.id == bindparam("flavour_id"))
+
+
 class ComputeRules:
     def __init__(self, database: Any, infrastructure: Any) -> None:
         self.database = database
@@ -108,8 +113,9 @@ class ComputeRules:
 
     @staticmethod
     def flavour_in(session: Session, principal: Principal, flavour_id: str, name: str) -> dict[str, Any]:
-        row = get_document(session, FlavourRow, flavour_id, visibility_of(principal))
-        if row is None:
+        # A plain SELECT of three columns: through the ORM this one lookup was a tenth of an allocation.
+        row = session.execute(_FLAVOUR_QUERY, {"flavour_id": flavour_id}).first()
+        if row is None or not visibility_of(principal).sees(row.resource_group_id, row.is_public):
             raise invalid(name, f"flavour '{flavour_id}' does not exist")
         return dict(row.body)
 

@@ -103,25 +103,24 @@ _INSERT_PORTS = insert(_PORTS)
 _INSERT_ALLOCATIONS = insert(_ALLOCATIONS)
 _INSERT_MEMBERS = insert(_MEMBERS)
 _INSERT_OUTBOX = insert(OutboxRow.__table__)
-_OUTBOX_COLUMNS = [column.key for column in OutboxRow.__table__.columns if not column.primary_key]
 
 
 class _Notifications:
     """Stands in for the session while the outbox helpers build a transaction's notifications,
-    which then go in with one statement: an ORM flush per notification cost as much as the rest
-    of a port. ``add`` and ``info`` are all the helpers use of a session."""
+    which then go in with one statement instead of one each. ``execute`` (of the outbox INSERT)
+    and ``info`` are all the helpers use of a session."""
 
     def __init__(self) -> None:
-        self.rows: list[OutboxRow] = []
+        self.rows: list[dict[str, Any]] = []
         self.info: dict[str, Any] = {}
 
-    def add(self, row: OutboxRow) -> None:
-        self.rows.append(row)
+    def execute(self, statement: Any, rows: list[dict[str, Any]]) -> None:
+        assert statement.table is OutboxRow.__table__, "only outbox rows are collected"
+        self.rows.extend(rows)
 
     def write(self, session: Session) -> None:
         if self.rows:
-            session.connection().execute(
-                _INSERT_OUTBOX, [{key: getattr(row, key) for key in _OUTBOX_COLUMNS} for row in self.rows])
+            session.connection().execute(_INSERT_OUTBOX, self.rows)
             session.info.update(self.info)  # wakes the dispatchers after the commit
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from vimkit.notify import filters
@@ -38,25 +39,27 @@ def emit(
     """
     if notification_type not in filters.NOTIFICATION_TYPES[api]:
         raise ValueError(f"{notification_type} is not a notification of the {api} API")
-    row = OutboxRow(
-        id=str(uuid.uuid4()),
-        api=api,
-        notification_type=notification_type,
-        audience=audience,
-        facets={
+    values = {
+        "id": str(uuid.uuid4()),
+        "api": api,
+        "notification_type": notification_type,
+        "audience": audience,
+        "facets": {
             "notificationType": notification_type,
             "resourceId": resource_id,
             "changeType": change_type,
             "metadata": metadata or {},
             **facets,
         },
-        payload=payload,
-        created_at=utcnow(),
-        fanned_out=False,
-    )
-    session.add(row)
+        "payload": payload,
+        "created_at": utcnow(),
+        "fanned_out": False,
+    }
+    # An INSERT now rather than an ORM object flushed later: cheaper (a flush was a large part of
+    # a small change's transaction), and the outbox order is the order of the emit calls.
+    session.execute(insert(OutboxRow.__table__), [values])
     session.info[EMITTED_KEY] = True
-    return row
+    return OutboxRow(**values)
 
 
 def resource_change(

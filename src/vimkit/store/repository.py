@@ -43,6 +43,10 @@ class Visibility:
             return or_(own, shared.is_(True))
         return own
 
+    def sees(self, resource_group_id: str, shared: bool = False) -> bool:
+        """:meth:`clause` for a row already read: its group, and whether it is public/shared."""
+        return self.all_groups or shared or resource_group_id == self.resource_group_id
+
 if TYPE_CHECKING:
     from vimkit.store.db import Database
 
