@@ -40,9 +40,13 @@ def allocate(api: httpx.Client, network_id: str, name: str) -> tuple[str, float]
     started = time.perf_counter()
     response = api.post("/compute/v1/computes", headers={"Prefer": "wait=300"}, json={
         "computeFlavourId": "m1.tiny", "computeName": name, "interfaceData": [{"networkId": network_id}]})
-    elapsed = time.perf_counter() - started
     response.raise_for_status()
     body = response.json()
+    # The server caps Prefer: wait (60 s by default): a boot queued behind others is then polled.
+    while body["provisioningState"] == "ALLOCATING":
+        time.sleep(0.02)
+        body = api.get(f"/compute/v1/computes/{body['computeId']}").json()
+    elapsed = time.perf_counter() - started
     if body["provisioningState"] != "ALLOCATED":
         raise RuntimeError(f"{name}: {body['provisioningState']} {body.get('error')}")
     return body["computeId"], elapsed

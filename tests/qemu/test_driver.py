@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.qemu.conftest import qemu_pids, run_driver
+from tests.qemu.test_api import serial_command
 from vimkit.drivers.base import (
     ComputeResources,
     ComputeSpec,
@@ -100,6 +102,17 @@ def test_lifecycle_and_cleanup(tmp_path: Path, guest_dir: Path) -> None:
         resized = await driver.resize_compute("vm-1", ComputeResources(2, 192, 2))
         assert (resized.vcpus, resized.memory_mb, resized.running_state) == (2, 192, R.RUNNING)
         assert "-smp" in (state_dir / "vms" / "vm-1" / "qemu.log").read_text()
+
+        # A compute snapshot as the image of a new compute: its root disk is a copy of the snapshot.
+        serial = driver._vms["vm-1"].serial_path
+        await asyncio.to_thread(serial_command, serial, "echo VIMKIT-SNAP > /dev/vda; sync; echo written", "written")
+        await driver.snapshot_compute("vm-1", "snap-1")
+        copy = await driver.create_compute(dataclasses.replace(spec("vm-1b"), image_ref="snap-1"))
+        assert copy.running_state is R.RUNNING
+        await asyncio.to_thread(serial_command, driver._vms["vm-1b"].serial_path, "echo $(head -c 11 /dev/vda)",
+                                "VIMKIT-SNAP")
+        await driver.delete_compute("vm-1b")
+        await driver.delete_compute_snapshot("snap-1")
 
         await driver.delete_compute("vm-1")
         assert qemu_pids("vm-1") == []

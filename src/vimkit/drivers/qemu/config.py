@@ -39,6 +39,9 @@ class QemuConfig:
     max_concurrent_boots: int | None = None
     event_queue: int = 10_000
     watch_interval: float = 0.5         # seconds between liveness checks of the QEMU processes
+    #: Niceness of the QEMU processes: a TCG guest booting takes a whole core, and the VIM's own
+    #: work (API, database, taps, config drives) must not queue behind the guests' vCPUs.
+    qemu_nice: int = 5
 
     @property
     def netns(self) -> str:

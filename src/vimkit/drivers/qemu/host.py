@@ -27,10 +27,11 @@ class CommandError(Exception):
         self.stderr = stderr
 
 
-async def run(*argv: str, check: bool = True) -> str:
+async def run(*argv: str, check: bool = True, stdin: str | None = None) -> str:
     process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
-    out, err = await process.communicate()
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE)
+    out, err = await process.communicate(None if stdin is None else stdin.encode())
     if check and process.returncode != 0:
         raise CommandError(list(argv), process.returncode or 0, err.decode(errors="replace"))
     return out.decode(errors="replace")
@@ -150,9 +151,17 @@ class Namespace:
 
     async def add_tap(self, port_id: str, network_id: str, mtu: int) -> str:
         tap = tap_name(port_id)
-        # Two commands, not three: an existing tap makes the first fail, which the second does not.
-        await self.ip("tuntap", "add", "dev", tap, "mode", "tap", check=False)
-        await self.ip("link", "set", tap, "mtu", str(mtu), "master", bridge_name(network_id), "up")
+        # One process for both commands (a process costs 5–200 ms on a loaded host): with -force a
+        # failing line does not stop the batch, and an existing tap only fails the first line.
+        commands = (f"tuntap add dev {tap} mode tap\n"
+                    f"link set {tap} mtu {int(mtu)} master {bridge_name(network_id)} up\n")
+        try:
+            await run("ip", "-n", self.name, "-force", "-batch", "-", stdin=commands)
+        except CommandError as exc:
+            # "ioctl(TUNSETIFF): Device or resource busy" + "Command failed -:1": the tap existed.
+            lines = [line.strip() for line in exc.stderr.splitlines() if line.strip()]
+            if not lines or not all("TUNSETIFF" in line or line == "Command failed -:1" for line in lines):
+                raise
         return tap
 
     async def remove_tap(self, port_id: str) -> None:

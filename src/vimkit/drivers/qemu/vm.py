@@ -186,7 +186,10 @@ class Vm:
         await self.ensure_root_disk()
         for stale in (self.qmp_path, self.serial_path, self.agent_path, self.dir / "qemu.pid"):
             stale.unlink(missing_ok=True)
-        argv = self.namespace.wrap(self.argv(nics, disks))
+        command = self.argv(nics, disks)
+        if self.config.qemu_nice:
+            command = ["nice", "-n", str(self.config.qemu_nice), *command]
+        argv = self.namespace.wrap(command)
         with (self.dir / "qemu.log").open("ab") as qemu_log:
             qemu_log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
             qemu_log.flush()
