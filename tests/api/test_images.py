@@ -126,6 +126,11 @@ def test_register_list_show_delete(ivim: RunningServer, files: dict[str, Path]) 
      "kernelImageId"),
     ({"name": "x", "kind": "DISK", "diskPath": "{raw}", "imageId": "bad id!"}, 400, "imageId"),
     ({"name": "x", "kind": "DISK", "diskPath": "{raw}", "size": 3}, 400, "size"),
+    ({"name": "x", "kind": "DISK", "diskPath": "/" + "a" * 4000}, 400, "diskPath"),
+    ({"name": "x", "kind": "DISK", "diskPath": "/" + "a" * 5000}, 400, "diskPath"),
+    ({"name": "x", "kind": "DISK", "diskPath": "/nul\u0000byte"}, 400, "diskPath"),
+    ({"name": "x", "kind": "DISK", "diskPath": "/proc/self/mem"}, 400, "diskPath"),
+    ({"name": "x", "kind": "DISK", "directory": "/" + "d" * 4000}, 400, "directory"),
     ({"name": "x", "kind": "DISK", "diskPath": "{raw}", "imageId": "ubuntu-24.04"}, 409, "imageId"),
 ])
 def test_bad_input_names_the_field(ivim: RunningServer, files: dict[str, Path], body: dict, status: int,

@@ -122,7 +122,11 @@ def _file(field: str, value: str) -> Path:
     path = Path(value)
     if not path.is_absolute():
         raise invalid(field, "must be an absolute path on the VIM's host")
-    if not path.is_file():
+    try:
+        regular = path.is_file()
+    except OSError as exc:   # a name too long, a loop of links …
+        raise invalid(field, f"not usable: {exc.strerror or exc}") from exc
+    if not regular:
         raise invalid(field, f"{value} is not a file on the VIM's host")
     if not os.access(path, os.R_OK):
         raise invalid(field, f"{value} is not readable by the VIM")
@@ -136,6 +140,17 @@ def _in_directory(field: str, directory: Path, names: Iterable[str], what: str) 
     raise invalid(field, f"{directory} has no {what} ({', '.join(names)})")
 
 
+def _directory(value: str) -> Path:
+    base = Path(value)
+    try:
+        usable = base.is_absolute() and base.is_dir()
+    except OSError:
+        usable = False
+    if not usable:
+        raise invalid("directory", f"{value} is not an absolute path to a directory on the VIM's host")
+    return base
+
+
 def disk_format(path: Path) -> str:
     with path.open("rb") as handle:
         return "qcow2" if handle.read(4) == QCOW2_MAGIC else "raw"
@@ -147,14 +162,16 @@ def resolve_files(kind: str, files: dict[str, str | None], directory: str | None
     if directory is not None:
         if any(files.values()):
             raise invalid("directory", "give a directory or file paths, not both")
-        base = Path(directory)
-        if not base.is_absolute() or not base.is_dir():
-            raise invalid("directory", f"{directory} is not an absolute path to a directory on the VIM's host")
-        if kind == "KERNEL_INITRD":
-            chosen = {"kernel": _in_directory("directory", base, KERNEL_NAMES, "kernel"),
-                      "initrd": _in_directory("directory", base, INITRD_NAMES, "initramfs")}
-        else:
-            disks = sorted(p for p in base.iterdir() if p.is_file() and p.suffix in DISK_SUFFIXES)
+        base = _directory(directory)
+        try:
+            if kind == "KERNEL_INITRD":
+                chosen = {"kernel": _in_directory("directory", base, KERNEL_NAMES, "kernel"),
+                          "initrd": _in_directory("directory", base, INITRD_NAMES, "initramfs")}
+            else:
+                disks = sorted(p for p in base.iterdir() if p.is_file() and p.suffix in DISK_SUFFIXES)
+        except OSError as exc:
+            raise invalid("directory", f"cannot read {directory}: {exc.strerror or exc}") from exc
+        if kind != "KERNEL_INITRD":
             if len(disks) != 1:
                 raise invalid("directory", f"{directory} must hold exactly one disk image "
                                            f"({', '.join(DISK_SUFFIXES)}), found {len(disks)}")
@@ -173,12 +190,17 @@ def resolve_files(kind: str, files: dict[str, str | None], directory: str | None
     return resolved
 
 
-def file_entries(paths: dict[str, Path]) -> list[dict[str, Any]]:
+def file_entries(paths: dict[str, Path], fields: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Size, SHA-256 (and a disk's format) of each file; a file that cannot be read is a 400
+    naming the member that gave it (``fields``: role → member)."""
     entries = []
     for role, path in paths.items():
-        entry = {"role": role, "path": str(path), "sizeBytes": path.stat().st_size, "sha256": sha256_of([path])}
-        if role == "disk":
-            entry["format"] = disk_format(path)
+        try:
+            entry = {"role": role, "path": str(path), "sizeBytes": path.stat().st_size, "sha256": sha256_of([path])}
+            if role == "disk":
+                entry["format"] = disk_format(path)
+        except OSError as exc:
+            raise invalid((fields or {}).get(role, role), f"cannot read {path}: {exc.strerror or exc}") from exc
         entries.append(entry)
     return entries
 
@@ -229,7 +251,9 @@ class ImageService:
                                      "diskPath": data.diskPath}, data.directory)
         if data.kernelImageId is not None and kind != "DISK":
             raise invalid("kernelImageId", "only a DISK image is booted with another image's kernel")
-        entries = file_entries(paths)   # hashing may take a while for large disks: outside the transaction
+        fields = ({role: "directory" for role in paths} if data.directory is not None
+                  else {role: f"{role}Path" for role in paths})
+        entries = file_entries(paths, fields)   # hashing a large disk takes a while: outside the transaction
         with self.database.write() as session:
             if data.kernelImageId is not None:
                 kernel = session.scalar(select(ImageRow).where(ImageRow.id == data.kernelImageId))
