@@ -11,12 +11,12 @@ from vimkit.store.models import Base, DocumentMixin
 class ImageRow(DocumentMixin, Base):
     """A registered image (a kernel+initramfs pair or a disk image); ``body`` is its representation.
 
-    ``is_shared`` (column ``is_public``) makes the image usable by every resource group: the
-    repository's visibility clause honours an ``is_shared`` attribute.
+    ``is_shared`` (the API's ``isPublic``) makes the image usable by every resource group: the
+    repository's visibility honours an ``is_shared`` column, as for networks.
     """
 
     __tablename__ = "images"
 
     name: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
     kind: Mapped[str] = mapped_column(String(16), nullable=False)
-    is_shared: Mapped[bool] = mapped_column("is_public", Boolean, nullable=False, default=False, index=True)
+    is_shared: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, index=True)

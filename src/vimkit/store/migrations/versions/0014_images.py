@@ -33,17 +33,17 @@ def upgrade() -> None:
         sa.Column("body", _JSON, nullable=False),
         sa.Column("name", sa.String(length=255), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
-        sa.Column("is_public", sa.Boolean(), nullable=False),
+        sa.Column("is_shared", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("seq", name="pk_images"),
         sa.UniqueConstraint("id", name="uq_images_id"),
     )
     op.create_index("ix_images_resource_group_id", "images", ["resource_group_id"], unique=False)
     op.create_index("ix_images_name", "images", ["name"], unique=False)
-    op.create_index("ix_images_is_public", "images", ["is_public"], unique=False)
+    op.create_index("ix_images_is_shared", "images", ["is_shared"], unique=False)
 
 
 def downgrade() -> None:
-    op.drop_index("ix_images_is_public", table_name="images")
+    op.drop_index("ix_images_is_shared", table_name="images")
     op.drop_index("ix_images_name", table_name="images")
     op.drop_index("ix_images_resource_group_id", table_name="images")
     op.drop_table("images")
