@@ -120,6 +120,13 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=60)
+            # VMs outlive the VIM (-daemonize): a run that failed half-way leaves some behind.
+            for proc in Path("/proc").iterdir():
+                try:
+                    if proc.name.isdigit() and str(data_dir).encode() in (proc / "cmdline").read_bytes():
+                        os.kill(int(proc.name), 9)
+                except OSError:
+                    pass
             # The driver keeps its namespace across restarts (VMs survive the VIM); this run's goes.
             for name in namespaces() - before:
                 subprocess.run(["ip", "netns", "delete", name], check=False)
