@@ -289,7 +289,10 @@ class PerformanceService:
                 log.info("report of PM job %s ending %s exists already", report.job_id, iso(report.end_ms))
                 return
         REPORTS.inc()
-        READY_SECONDS.observe(max(0.0, self.clock() - report.end_ms / 1000))
+        ready = self.clock() - report.end_ms / 1000
+        READY_SECONDS.observe(max(0.0, ready))
+        log.debug("PM report of job %s ending %s committed %.3f s after the period end", report.job_id,
+                  iso(report.end_ms), ready)
 
     def _store_crossings(self, threshold_id: str, items: list[Any]) -> None:
         with self.database.write() as session:

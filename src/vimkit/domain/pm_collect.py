@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Iterable, Sequence
+from itertools import zip_longest
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,8 +211,11 @@ class Collector:
                     closed.append(window.close())
                     window = self._windows[period_ms] = Window(period_ms, end_ms)
                 open_windows.append((members, window))
+            parts: list[tuple[list[Any], list[Any]]] = [([], []) for _window in open_windows]
             for column in columns:
-                self._add(column, open_windows)
+                self._add(column, open_windows, parts)
+            for (_members, window), (gauges, increments) in zip(open_windows, parts):
+                window.add_tick(gauges, increments)
             for period_ms, window in list(self._windows.items()):
                 if now_ms == window.end_ms:
                     closed.append(window.close())
@@ -235,17 +239,19 @@ class Collector:
         self._column_keys[code] = (ids, subs, keys)
         return keys
 
-    def _add(self, column: MetricColumn, windows: list[tuple[frozenset[str], Window]]) -> None:
-        """One column into every open window whose objects include its samples' objects: each
-        counter increment is computed once (for 10,000 computes a tick has 70,000 samples), and a
-        window measuring every object of the column takes it whole."""
+    def _add(self, column: MetricColumn, windows: list[tuple[frozenset[str], Window]],
+             parts: list[tuple[list[Any], list[Any]]]) -> None:
+        """One column into the part of this tick of every open window whose objects include its
+        samples' objects: each counter increment is computed once (for 10,000 computes a tick has
+        70,000 samples), and a window measuring every object of the column takes it whole."""
         code = _CODES[column.metric]
         keys = self._keys(code, column)
         values: Sequence[float | None] = column.values
         if code in _COUNTER_CODES:
             values = self._increments(code, keys, column)
         object_ids = column.object_ids
-        for members, window in windows:
+        counter = code in _COUNTER_CODES
+        for (members, _window), (gauges, increments) in zip(windows, parts):
             if members.issuperset(object_ids):
                 part_keys, part = keys, values
             elif members.isdisjoint(object_ids):
@@ -253,10 +259,7 @@ class Collector:
             else:
                 chosen = [index for index, key in enumerate(keys) if key[0] in members]
                 part_keys, part = [keys[index] for index in chosen], [values[index] for index in chosen]
-            if code in _COUNTER_CODES:
-                window.add_increments(part_keys, part)
-            else:
-                window.add_gauges(part_keys, part)  # type: ignore[arg-type]
+            (increments if counter else gauges).append((part_keys, part))
 
     def _increments(self, code: str, keys: list[Key], column: MetricColumn) -> list[float | None]:
         """Each counter's increase since its previous sample (None for a first sample: only a
@@ -400,10 +403,23 @@ class ReportLayout:
         # report_blob's serialised and compressed leading part, for this version of the layout
         self.prefix: tuple[tuple[Any, ...], bytes, Any] | None = None
 
-    def plan(self, keys: Sequence[Key], members: frozenset[str]) -> _Plan | None:
+    def planned(self, keys: Sequence[Key], members: frozenset[str]) -> bool:
         cached = self._plans.get(id(keys))
-        if cached is not None and cached.keys is keys and cached.members is members:
-            return cached
+        return cached is not None and cached.keys is keys and cached.members is members
+
+    def add_object_major(self, columns: list[Sequence[Key]], members: frozenset[str]) -> None:
+        """Lay out the new keys of several columns one object at a time (the first object's
+        series of every column, then the second's…), the order series had when samples came one
+        object at a time, so that a report lists each object's entries together."""
+        base, specs = self.base, self.specs
+        for row in zip_longest(*columns):
+            for key in row:
+                if key is not None and key not in base and key[2] in specs and key[0] in members:
+                    self.add(key)
+
+    def plan(self, keys: Sequence[Key], members: frozenset[str]) -> _Plan | None:
+        if self.planned(keys, members):
+            return self._plans[id(keys)]
         if not keys or keys[0][2] not in self.specs:
             return None
         chosen = None if members.issuperset([key[0] for key in keys]) else \
@@ -467,6 +483,9 @@ def report_series(report: ReadyReport, layout: ReportLayout | None = None) -> tu
     present: set[int] = set()
     columns: list[list[float | None]] = []
     for period, members in report.periods:
+        for folded in (period.gauge_columns, period.delta_columns):
+            if folded and not all(layout.planned(c.keys, members) for c in folded):
+                layout.add_object_major([c.keys for c in folded], members)
         gauge_plans = [(layout.plan(c.keys, members), c) for c in period.gauge_columns or ()]
         delta_plans = [(layout.plan(c.keys, members), c) for c in period.delta_columns or ()]
         column: list[float | None] = [None] * len(series_object)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from typing import Any
 
 #: Cumulative counters are 64-bit (RFC 2863 ifHC*, libvirt, /proc); a decrease of a counter still
@@ -69,8 +70,9 @@ class Window:
     total: dict[Key, float] = field(default_factory=dict)
     peak: dict[Key, float] = field(default_factory=dict)
     delta: dict[Key, float] = field(default_factory=dict)
-    gauges: list[tuple[Sequence[Key], Sequence[float]]] = field(default_factory=list)
-    increments: list[tuple[Sequence[Key], Sequence[float | None]]] = field(default_factory=list)
+    # per tick: its gauge columns and its counter-increment columns, each (keys, values)
+    ticks: list[tuple[list[tuple[Sequence[Key], Sequence[float]]],
+                      list[tuple[Sequence[Key], Sequence[float | None]]]]] = field(default_factory=list)
 
     def add(self, key: Key, value: float) -> None:
         count = self.count.get(key)
@@ -84,26 +86,28 @@ class Window:
             if value > self.peak[key]:
                 self.peak[key] = value
 
-    def add_gauges(self, keys: Sequence[Key], values: Sequence[float]) -> None:
-        """One tick's samples of one gauge; ``keys[i]`` is the key of ``values[i]``."""
-        self.gauges.append((keys, values))
-
-    def add_increments(self, keys: Sequence[Key], increments: Sequence[float | None]) -> None:
-        """One tick's increments of one counter (None: the sample was only a baseline)."""
-        self.increments.append((keys, increments))
+    def add_tick(self, gauges: list[tuple[Sequence[Key], Sequence[float]]],
+                 increments: list[tuple[Sequence[Key], Sequence[float | None]]]) -> None:
+        """One tick's gauge columns and counter increments (None: the sample was only a
+        baseline); in each (keys, values) ``keys[i]`` is the key of ``values[i]``."""
+        self.ticks.append((gauges, increments))
 
     def close(self) -> ClosedPeriod:
         gauges, increments = self._fold_gauges(), self._fold_increments()
-        self.gauges, self.increments = [], []  # folded: closing again changes nothing
+        self.ticks = []  # folded: closing again changes nothing
         return ClosedPeriod(self.period_ms, self.end_ms, self.count, self.total, self.peak, self.delta, gauges,
                             increments)
 
     def _fold_gauges(self) -> tuple[GaugeColumn, ...] | None:
-        groups = _by_key_list(self.gauges)
+        groups = _by_key_list([column for gauges, _increments in self.ticks for column in gauges])
         if self.count or len({keys[0][2] for keys, _columns in groups if keys}) != len(groups):
-            for keys, values in self.gauges:  # the general case: sample by sample, in arrival order
-                for key, value in zip(keys, values):
-                    self.add(key, value)
+            # The general case: sample by sample, tick by tick, one object at a time (the order
+            # in which the keys first appear is the order of a report's series).
+            for gauges, _increments in self.ticks:
+                for row in zip_longest(*(zip(keys, values) for keys, values in gauges)):
+                    for sample in row:
+                        if sample is not None:
+                            self.add(*sample)
             return None
         folded = []
         for keys, columns in groups:  # one key list per metric: fold whole columns
@@ -115,14 +119,16 @@ class Window:
         return tuple(folded)
 
     def _fold_increments(self) -> tuple[DeltaColumn, ...] | None:
-        groups = _by_key_list(self.increments)
+        columns = [column for _gauges, increments in self.ticks for column in increments]
+        groups = _by_key_list(columns)
         if self.delta or len({keys[0][2] for keys, _columns in groups if keys}) != len(groups) \
-                or any(None in increments for _keys, increments in self.increments):
+                or any(None in increments for _keys, increments in columns):
             delta = self.delta
-            for keys, increments in self.increments:
-                for key, increment in zip(keys, increments):
-                    if increment is not None:
-                        delta[key] = delta.get(key, 0.0) + increment
+            for _gauges, increments in self.ticks:  # as in _fold_gauges
+                for row in zip_longest(*(zip(keys, values) for keys, values in increments)):
+                    for item in row:
+                        if item is not None and item[1] is not None:
+                            delta[item[0]] = delta.get(item[0], 0.0) + item[1]
             return None
         folded = []
         for keys, columns in groups:

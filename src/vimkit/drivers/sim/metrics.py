@@ -29,7 +29,7 @@ from vimkit.drivers.sim.workload import (
 # many computes between which the event loop serves other work, starting at most this long (and
 # at most half the last sampling interval) after a sample.
 _DRAW_CHUNK = 250
-_DRAW_DELAY_S = 1.5
+_DRAW_DELAY_S = 2.5
 
 # compute id -> (epoch, tick, compute deviates, ((port id, NIC deviates), …)) of its next sample
 Prepared = dict[str, tuple[int, int, tuple[float, float, float, float], tuple[tuple[str, tuple[float, float]], ...]]]

@@ -116,19 +116,30 @@ def values_from_deviates(
     cpu_load: float | None,
 ) -> tuple[float, float, float, float]:
     """:func:`_compute_values` with ``rng.gauss(mu, sigma)`` as ``mu + deviate * sigma``, what
-    ``gauss`` computes from the same deviate: the same floating-point operations, the same values."""
+    ``gauss`` computes from the same deviate: the same floating-point operations in the same
+    order (``_clamp`` and ``max(0.0, x)`` written out), so the same values, for the simulator's
+    per-tick loop over thousands of computes."""
     ar_state = 0.7 * ar_state + (0.0 + deviates[0] * profile.cpu_noise)
-    cycle = profile.cpu_amplitude * math.sin(2 * math.pi * uptime_s / profile.cpu_period_s + profile.cpu_phase)
-    cpu = 0.0 if paused else _clamp(profile.cpu_base + cycle + ar_state, 0.5, 100.0)
+    cycle = profile.cpu_amplitude * _sin(_TWO_PI * uptime_s / profile.cpu_period_s + profile.cpu_phase)
+    if paused:
+        cpu = 0.0
+    else:
+        cpu = profile.cpu_base + cycle + ar_state
+        cpu = 0.5 if cpu < 0.5 else 100.0 if cpu > 100.0 else cpu
     following = 1
     if cpu_load is not None and not paused:
         cpu = max(cpu, _clamp(cpu_load + (0.0 + deviates[1] * 1.5), 0.0, 100.0))
         following = 2
-    warm = 1.0 - math.exp(-max(0.0, uptime_s) / profile.memory_warmup_s)
-    memory = _clamp(6.0 + (profile.memory_plateau - 6.0) * warm + (0.0 + deviates[following] * 0.8), 1.0, 99.0)
-    disk = _clamp(profile.disk_base + profile.disk_growth_per_hour * uptime_s / 3600.0
-                  + (0.0 + deviates[following + 1] * 0.05), 0.1, 99.0)
+    warm = 1.0 - _exp(-(uptime_s if uptime_s > 0.0 else 0.0) / profile.memory_warmup_s)
+    memory = 6.0 + (profile.memory_plateau - 6.0) * warm + (0.0 + deviates[following] * 0.8)
+    memory = 1.0 if memory < 1.0 else 99.0 if memory > 99.0 else memory
+    disk = profile.disk_base + profile.disk_growth_per_hour * uptime_s / 3600.0 + (0.0 + deviates[following + 1] * 0.05)
+    disk = 0.1 if disk < 0.1 else 99.0 if disk > 99.0 else disk
     return (round(cpu, 3), round(memory, 3), round(disk, 3), ar_state)
+
+
+_TWO_PI = 2 * math.pi  # what ``2 * math.pi * x`` computes first
+_sin, _exp = math.sin, math.exp
 
 
 def _compute_values(rng: random.Random, profile: Profile, uptime_s: float, ar_state: float, paused: bool,
