@@ -79,13 +79,13 @@ class _Callback(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")  # type: ignore[attr-defined]
 
 
-async def _receivers(ports: list[int], out: Path, seconds: float) -> None:
-    """Serve until standard input closes (the driver is done) or ``seconds`` have passed."""
+async def _receivers(count: int, out: Path, seconds: float) -> None:
+    """Serve ``count`` ports (printed on standard output, one line) until standard input closes
+    (the driver is done) or ``seconds`` have passed."""
     log: list[tuple[int, str, int, float]] = []
     loop = asyncio.get_running_loop()
-    servers = [
-        await loop.create_server(lambda i=i: _Callback(i, log), "127.0.0.1", port) for i, port in enumerate(ports)
-    ]
+    servers = [await loop.create_server(lambda i=i: _Callback(i, log), "127.0.0.1", 0) for i in range(count)]
+    print(",".join(str(server.sockets[0].getsockname()[1]) for server in servers), flush=True)
     done = loop.create_future()
 
     class _Stdin(asyncio.Protocol):
@@ -101,6 +101,16 @@ async def _receivers(ports: list[int], out: Path, seconds: float) -> None:
 
 
 # --- driver ----------------------------------------------------------------------------------
+def _wait_listening(port: int) -> None:
+    for _ in range(600):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"receiver port {port} is not listening")
+
+
 def wait_ready(url: str) -> None:
     for _ in range(300):
         try:
@@ -121,10 +131,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0,
                         help="delivery worker processes (VIMKIT_NOTIFY_WORKERS; 0: delivery in the server process)")
     parser.add_argument("--profile", type=Path, help="py-spy profiles (raw) of the server and workers into this directory")
-    parser.add_argument("--receivers-only", nargs=3, metavar=("PORTS", "OUT", "SECONDS"), help=argparse.SUPPRESS)
+    parser.add_argument("--receivers-only", nargs=3, metavar=("COUNT", "OUT", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.receivers_only:
-        ports = [int(p) for p in args.receivers_only[0].split(",")]
         run = asyncio.run
         try:
             import uvloop
@@ -132,18 +141,20 @@ def main() -> None:
             run = uvloop.run
         except ImportError:
             pass
-        run(_receivers(ports, Path(args.receivers_only[1]), float(args.receivers_only[2])))
+        run(_receivers(int(args.receivers_only[0]), Path(args.receivers_only[1]), float(args.receivers_only[2])))
         return
 
     with tempfile.TemporaryDirectory(prefix="vimkit-bench-notify-") as tmp:
         data = Path(tmp)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        ports = [free_port() for _ in range(args.subscribers)]
         out = data / "received.json"
         budget = args.seconds + 600
         receivers = subprocess.Popen([sys.executable, __file__, "--receivers-only",
-                                      ",".join(map(str, ports)), str(out), str(budget)], stdin=subprocess.PIPE)
+                                      str(args.subscribers), str(out), str(budget)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert receivers.stdout is not None
+        ports = [int(p) for p in receivers.stdout.readline().decode().split(",")]
         env = {**os.environ, "VIMKIT_ADMIN_CLIENT_ID": ADMIN[0], "VIMKIT_ADMIN_CLIENT_SECRET": ADMIN[1],
                "VIMKIT_LOG_LEVEL": "warning", "VIMKIT_AUDIT_ENABLED": "false",
                "VIMKIT_NOTIFY_WORKERS": str(args.workers)}
@@ -151,6 +162,8 @@ def main() -> None:
                                    "--data-dir", str(data / "vim")], env=env, stdout=subprocess.DEVNULL)
         try:
             wait_ready(base)
+            for receiver_port in ports:  # the receiver process may start after the server
+                _wait_listening(receiver_port)
             token = httpx.post(f"{base}/oauth2/token", data={"grant_type": "client_credentials"},
                                auth=ADMIN).json()["access_token"]
             api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
@@ -163,7 +176,7 @@ def main() -> None:
             response = api.post("/compute/v1/flavours", json={
                 "flavourId": "warm-up", "virtualCpu": {"numVirtualCpu": 1}, "virtualMemory": {"virtualMemSize": 256}})
             assert response.status_code == 201, response.text
-            _wait_delivered(api, 120)
+            _wait_delivered(api, 120, acknowledged=True)
             profilers = _profile(args.profile, server.pid, args.seconds) if args.profile else []
             load_before = os.getloadavg()
             cpu_before = _cpu(server.pid, receivers.pid)
@@ -244,18 +257,22 @@ def _profile(directory: Path, server: int, seconds: float) -> list[subprocess.Po
             except (OSError, IndexError, ValueError):
                 continue
     spy = Path(sys.executable).parent / "py-spy"
-    return [subprocess.Popen([str(spy), "record", "--gil", "-f", "raw", "-r", "200", "-d", str(int(seconds)), "-o",
+    return [subprocess.Popen([str(spy), "record", *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL", "1") == "1" else []), "-f", "raw", "-r", "200", "-d", str(int(seconds)), "-o",
                               str(directory / f"{name}.txt"), "--pid", str(pid)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in pids.items()]
 
 
-def _wait_delivered(api: httpx.Client, seconds: float) -> None:
+def _wait_delivered(api: httpx.Client, seconds: float, acknowledged: bool = False) -> None:
+    """Until nothing is pending (and, with ``acknowledged``, every subscriber acknowledged something:
+    a notification not fanned out yet is not pending either)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        pending = sum(item["deliveryStatus"]["pendingCount"] for item in api.get("/compute-info/v1/subscriptions").json())
-        if pending == 0:
+        statuses = [item["deliveryStatus"] for item in api.get("/compute-info/v1/subscriptions").json()]
+        if all(status["pendingCount"] == 0 and (status.get("lastSuccessAt") or not acknowledged)
+               for status in statuses):
             return
         time.sleep(0.2)
+    raise RuntimeError("notifications still pending")
 
 
 def _cpu(server: int, receivers: int) -> dict[str, float]:

@@ -54,9 +54,31 @@ LATENCY = Histogram(
 
 _RELOAD_BATCH = 200
 _FLUSH_INTERVAL = 0.02
+_FANOUT_INTERVAL = 0.02
 _HOUSEKEEPING_INTERVAL = 30.0
 _LINGER_SECONDS = 2.0
 _HEADERS = {"Content-Type": "application/json", "Version": "1.0.0"}
+
+
+# The statements of the acknowledgement flush, built once (on the tables: no ORM work per run).
+_DELIVERIES = DeliveryRow.__table__
+_SUBSCRIPTIONS = SubscriptionRow.__table__
+_ACKNOWLEDGED = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.subscription_id == bindparam("sid"),
+           _DELIVERIES.c.sequence.between(bindparam("low"), bindparam("high")),
+           _DELIVERIES.c.delivered.is_(False))
+    .values(delivered=True, delivered_at=bindparam("now"))
+)
+_FAILING = select(_SUBSCRIPTIONS.c.id).where(
+    _SUBSCRIPTIONS.c.id.in_(bindparam("ids", expanding=True)), _SUBSCRIPTIONS.c.state == "FAILING"
+)
+_SUCCEEDED = (
+    update(_SUBSCRIPTIONS)
+    .where(_SUBSCRIPTIONS.c.id.in_(bindparam("ids", expanding=True)))
+    .values(last_success_at=bindparam("now"), consecutive_failures=0, failing_since=None, state="ACTIVE",
+            next_attempt_at=None)
+)
 
 
 @dataclass(frozen=True)
@@ -174,11 +196,18 @@ class Dispatcher:
 
     # -- fan-out ---------------------------------------------------------------------------
     async def _fanout_loop(self) -> None:
+        last = 0.0
         while not self._stopping:
             try:
                 await asyncio.wait_for(self._fanout_wake.wait(), self.settings.poll_interval)
             except TimeoutError:
                 pass
+            # Under a stream of commits, one fan-out per commit would cost a write transaction
+            # (and the database lock) each: at most one every _FANOUT_INTERVAL, for all of them.
+            pause = last + _FANOUT_INTERVAL - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            last = time.monotonic()
             self._fanout_wake.clear()
             try:
                 more = True
@@ -439,33 +468,17 @@ class Dispatcher:
         if not (acks.sequences or released or renew or final):
             return
         with self.database.write() as session:
+            connection = session.connection()
             if acks.sequences:
                 # Per subscription, what was acknowledged is a run of consecutive sequences: one
                 # range per subscription instead of one parameter per notification.
-                deliveries = DeliveryRow.__table__
-                session.execute(
-                    update(deliveries)
-                    .where(deliveries.c.subscription_id == bindparam("sid"),
-                           deliveries.c.sequence.between(bindparam("low"), bindparam("high")),
-                           deliveries.c.delivered.is_(False))
-                    .values(delivered=True, delivered_at=now),
-                    acks.runs(),
-                )
+                connection.execute(_ACKNOWLEDGED, [{**run, "now": now} for run in acks.runs()])
             if acks.by_subscription and self.alarms is not None:
-                recovered = session.scalars(
-                    select(SubscriptionRow.id).where(
-                        SubscriptionRow.id.in_(list(acks.by_subscription)), SubscriptionRow.state == "FAILING"
-                    )
-                ).all()
+                recovered = connection.execute(_FAILING, {"ids": sorted(acks.by_subscription)}).scalars().all()
                 for subscription_id in recovered:
                     self.alarms.subscription_recovered(session, subscription_id)
             if acks.by_subscription:
-                session.execute(
-                    update(SubscriptionRow)
-                    .where(SubscriptionRow.id.in_(sorted(acks.by_subscription)))
-                    .values(last_success_at=now, consecutive_failures=0, failing_since=None, state="ACTIVE",
-                            next_attempt_at=None)
-                )
+                connection.execute(_SUCCEEDED, {"ids": sorted(acks.by_subscription), "now": now})
             mine = SubscriptionRow.lease_owner == self.replica_id
             if final:
                 session.execute(update(SubscriptionRow).where(mine).values(lease_owner=None, lease_until=None))
