@@ -80,7 +80,7 @@ async def _idempotent(
         digest.update(part.encode() + b"\0")
     digest.update(_canonical(body))
     store = request.app.state.services.idempotency
-    stored = await run_in_threadpool(store.claim, principal.consumer_id, key, digest.hexdigest())
+    stored = await store.claim_soon(principal.consumer_id, key, digest.hexdigest())
     if stored is not None:
         headers = {name: value for name, value in stored.headers}
         headers["Idempotent-Replayed"] = "true"
@@ -101,7 +101,7 @@ async def _idempotent(
         if name.decode("latin-1").lower() not in _NOT_REPLAYED
     ]
     record = StoredResponse(response.status_code, headers, bytes(response.body))
-    await run_in_threadpool(store.finish, principal.consumer_id, key, record)
+    await store.finish_soon(principal.consumer_id, key, record)
     return response
 
 

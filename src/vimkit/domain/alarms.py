@@ -39,6 +39,7 @@ from vimkit.store.repository import (
     list_documents,
     utcnow,
     visibility_of,
+    read_document,
 )
 
 log = logging.getLogger("vimkit.alarms")
@@ -164,8 +165,7 @@ class AlarmService:
             return list_documents(session, AlarmRow, visibility_of(principal), page, where)
 
     def get(self, principal: Principal, alarm_id: str) -> AlarmRow:
-        with self.database.read() as session:
-            row = get_document(session, AlarmRow, alarm_id, visibility_of(principal))
+        row = read_document(self.database, AlarmRow, alarm_id, visibility_of(principal))
         if row is None:
             raise not_found("alarm", alarm_id)
         return row

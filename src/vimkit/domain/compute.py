@@ -53,7 +53,8 @@ from vimkit.store.db import Database
 from vimkit.store.filter_sql import FilterSchema
 from vimkit.store.group_commit import GroupCommit
 from vimkit.store.network_tables import NetworkRow, PortRow
-from vimkit.store.repository import Page, PageRequest, check_if_match, get_document, list_documents, utcnow, visibility_of
+from vimkit.store.repository import (Page, PageRequest, check_if_match, get_document, list_documents, read_document,
+                                     utcnow, visibility_of)
 
 log = logging.getLogger("vimkit.compute")
 
@@ -245,8 +246,10 @@ class ComputeService(ComputeOperations, ComputeEvents):
         return row
 
     def get(self, principal: Principal, compute_id: str) -> ComputeRow:
-        with self.database.read() as session:
-            return self.load_row(session, principal, compute_id, for_update=False)
+        row = read_document(self.database, ComputeRow, compute_id, visibility_of(principal))
+        if row is None:
+            raise not_found("compute", compute_id)
+        return row
 
     def list(self, principal: Principal, page: PageRequest, where: ColumnElement[bool] | None) -> Page[ComputeRow]:
         with self.database.read() as session:

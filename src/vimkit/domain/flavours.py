@@ -23,6 +23,7 @@ from vimkit.store.repository import (
     list_documents,
     utcnow,
     visibility_of,
+    read_document,
 )
 
 SYSTEM_GROUP = "system"
@@ -101,8 +102,7 @@ class FlavourService:
         return row
 
     def get(self, principal: Principal, flavour_id: str) -> FlavourRow:
-        with self.database.read() as session:
-            row = get_document(session, FlavourRow, flavour_id, visibility_of(principal))
+        row = read_document(self.database, FlavourRow, flavour_id, visibility_of(principal))
         if row is None:
             raise not_found("flavour", flavour_id)
         return row

@@ -42,6 +42,7 @@ from vimkit.store.repository import (
     list_documents,
     utcnow,
     visibility_of,
+    read_document,
 )
 
 log = logging.getLogger("vimkit.network")
@@ -146,8 +147,7 @@ class NetworkBase:
         )
 
     def get(self, model: type[Row], principal: Principal, resource_id: str) -> Row:
-        with self.database.read() as session:
-            row = get_document(session, model, resource_id, visibility_of(principal))
+        row = read_document(self.database, model, resource_id, visibility_of(principal))
         if row is None:
             raise not_found(KIND[model][0], resource_id)
         return row

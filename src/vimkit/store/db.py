@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -43,8 +43,19 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
-        mode = conn.get_execution_options().get(_SQLITE_BEGIN_OPTION, "DEFERRED")
+        options = conn.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return  # each statement is its own transaction (Database.point_connection)
+        mode = options.get(_SQLITE_BEGIN_OPTION, "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class Database:
@@ -87,6 +98,8 @@ class Database:
             )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
+        self._local = threading.local()
+        self._kept: list[Connection] = []
         # Called after a write transaction that emitted notifications commits (wakes dispatchers).
         self.after_notifications: list[Callable[[], None]] = []
 
@@ -94,6 +107,27 @@ class Database:
     def read(self) -> Iterator[Session]:
         with self._sessions() as session:
             yield session
+
+    @contextmanager
+    def point_connection(self) -> Iterator[Connection]:
+        """A connection for one read statement.
+
+        On SQLite the event loop's thread keeps one connection in autocommit mode: a single
+        SELECT is its own read transaction, so it sees every commit before it, and the pool
+        checkout, BEGIN and ROLLBACK that a session costs (more than the lookup itself) are gone.
+        Elsewhere (PostgreSQL, worker threads: they are many, and each keeping a connection would
+        drain the pool) a pooled connection is checked out as usual.
+        """
+        if self.dialect != "sqlite" or not _in_event_loop():
+            with self.engine.connect() as connection:
+                yield connection
+            return
+        connection = getattr(self._local, "connection", None)
+        if connection is None or connection.closed or connection.invalidated:
+            connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._local.connection = connection
+            self._kept.append(connection)
+        yield connection
 
     async def point_read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a short read (a lookup by key) for the event loop.
@@ -142,4 +176,7 @@ class Database:
             conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
+        for connection in self._kept:
+            connection.close()
+        self._kept.clear()
         self.engine.dispose()

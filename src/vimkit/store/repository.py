@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
-from sqlalchemy import ColumnElement, Select, func, or_, select, true
+from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from vimkit.auth.principal import Principal
@@ -70,6 +70,27 @@ def etag_of(row: DocumentMixin) -> str:
     stamp = f"{row.id}:{row.version}:{as_utc(row.created_at).timestamp():.6f}"
     digest = hashlib.sha256(stamp.encode())
     return f'"{digest.hexdigest()[:24]}"'
+
+
+_POINT_QUERIES: dict[type, Any] = {}
+
+
+def read_document(database: Database, model: type[Row], resource_id: str, visibility: Visibility) -> Row | None:
+    """:func:`get_document` for a read-only answer: one SELECT on a point connection, and a
+    detached row built from it (no session, no identity map)."""
+    query = _POINT_QUERIES.get(model)
+    if query is None:
+        table = model.__table__  # type: ignore[attr-defined]
+        query = _POINT_QUERIES[model] = select(table).where(table.c.id == bindparam("resource_id"))
+    with database.point_connection() as connection:
+        found = connection.execute(query, {"resource_id": resource_id}).first()
+    if found is None:
+        return None
+    values = found._asdict()
+    shared = bool(values.get("is_public", False) if model is FlavourRow else values.get("is_shared", False))
+    if not visibility.sees(values["resource_group_id"], shared):
+        return None
+    return model(**values)
 
 
 def get_document(
