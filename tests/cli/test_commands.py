@@ -60,7 +60,7 @@ def test_compute_commands(cli: Cli) -> None:
     network = cli.json("network", "create", "--name", "cli-net", "-m", "team=a")
     subnet = cli.json("subnet", "create", "--network", network["networkResourceId"], "--cidr", "10.7.0.0/24")
     volume = cli.json("storage", "allocate", "--size", "2", "--name", "cli-vol", "--zone", "zone-a")
-    compute = cli.json("compute", "allocate", "--flavour", "m1.small", "--name", "cli-1", "--image", "img",
+    compute = cli.json("compute", "allocate", "--flavour", "m1.small", "--name", "cli-1", "--image", "ubuntu-24.04",
                        "--network", network["networkResourceId"], "--volume", volume["storageId"], "--zone", "zone-a",
                        "-m", "cluster=c1", "--wait")
     compute_id = compute["computeId"]

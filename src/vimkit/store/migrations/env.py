@@ -8,6 +8,7 @@ import vimkit.store.network_tables  # noqa: F401  (network tables, for autogener
 import vimkit.store.storage_tables  # noqa: F401  (storage tables, for autogenerate)
 import vimkit.store.compute_tables  # noqa: F401  (compute tables, for autogenerate)
 import vimkit.store.pm_tables  # noqa: F401  (performance management tables, for autogenerate)
+import vimkit.store.image_tables  # noqa: F401  (the image registry, for autogenerate)
 
 connection = context.config.attributes["connection"]
 context.configure(
