@@ -74,3 +74,34 @@ def test_the_first_value_below_is_not_a_crossing() -> None:
     assert _run([10, 20], 50, 5) == []
     assert crossing(None, 10, 50, 5) == ("DOWN", None)
     assert crossing(None, 50, 50, 5) == (None, None)
+
+
+def test_a_long_window_keeps_one_running_column_per_metric() -> None:
+    """An hour of 5 s ticks over the same objects: memory stays one column per metric, and the
+    result is the per-sample one; a key list that changes mid-period switches to per-key sums."""
+    keys = [(f"vm{i}", None, "cpu") for i in range(3)]
+    counters = [(f"vm{i}", "p", "rx") for i in range(3)]
+    window = Window(3_600_000, 3_600_000)
+    for tick in range(720):
+        window.add_tick([(keys, [float(tick % 7 + i) for i in range(3)])], [(counters, [1.0, 2.0, 3.0])])
+        assert window.gauge_columns is not None and len(window.gauge_columns) == 1
+    closed = window.close()
+    assert closed.gauge_columns is not None and closed.delta_columns is not None
+    expected = []
+    for i in range(3):
+        total = 0.0
+        for tick in range(720):
+            total += float(tick % 7 + i)  # in order, as samples are added
+        expected.append(total / 720)
+    assert [closed.value(key, "mean") for key in keys] == expected
+    assert [closed.value(key, "max") for key in keys] == [6.0, 7.0, 8.0]
+    assert [closed.value(key, "delta") for key in counters] == [720.0, 1440.0, 2160.0]
+    mixed = Window(10_000, 10_000)
+    mixed.add_tick([(keys, [1.0, 2.0, 3.0])], [(counters, [None, None, None])])
+    mixed.add_tick([(keys[:2], [5.0, 0.5])], [(counters, [4.0, 5.0, 6.0])])  # vm2 stopped; list changed
+    closed = mixed.close()
+    assert closed.gauge_columns is None and closed.delta_columns is None
+    assert list(closed.count.items()) == [(keys[0], 2), (keys[1], 2), (keys[2], 1)]
+    assert [closed.value(key, "mean") for key in keys] == [3.0, 1.25, 3.0]
+    assert [closed.value(key, "max") for key in keys] == [5.0, 2.0, 3.0]
+    assert closed.delta == {counters[0]: 4.0, counters[1]: 5.0, counters[2]: 6.0}

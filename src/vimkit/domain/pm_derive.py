@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import zip_longest
+from itertools import repeat, zip_longest
 from typing import Any
 
 #: Cumulative counters are 64-bit (RFC 2863 ifHC*, libvirt, /proc); a decrease of a counter still
@@ -52,12 +52,14 @@ def align_up(moment_ms: int, period_ms: int) -> int:
 class Window:
     """One collection period being accumulated.
 
-    Samples arrive as columns: a tick's gauge values (``add_gauges``) and counter increments
-    (``add_increments``) are kept as the columns they came in, aligned with a list of the
-    collector's interned keys, and folded when the period closes — for the common case (every
-    tick the same objects, so the same key list) with a few list comprehensions per column rather
-    than dict operations per sample. Any other case replays the columns in arrival order through
-    the per-sample rules (:meth:`add`), so the numbers are the same either way.
+    Samples arrive a tick at a time as columns aligned with lists of the collector's interned
+    keys (``add_tick``). While every metric keeps one key list through the period (the common
+    case: the same objects every tick, and the collector reuses the list), each column is folded
+    at once into running columns — totals, peaks and count per gauge, sums per counter — with a
+    few list comprehensions rather than dict operations per sample, and memory stays one column
+    per metric however long the period. Anything else (objects joining or leaving, a baseline
+    sample) turns the window into per-key accumulation (:meth:`add`), tick by tick and one object
+    at a time, so the numbers — and the order keys first appear in — are the same either way.
 
     Accumulators are plain dicts of numbers keyed by the interned keys, not a container per key:
     with 10,000 objects a period holds some 70,000 keys, and per-key lists or tuples would be
@@ -70,9 +72,9 @@ class Window:
     total: dict[Key, float] = field(default_factory=dict)
     peak: dict[Key, float] = field(default_factory=dict)
     delta: dict[Key, float] = field(default_factory=dict)
-    # per tick: its gauge columns and its counter-increment columns, each (keys, values)
-    ticks: list[tuple[list[tuple[Sequence[Key], Sequence[float]]],
-                      list[tuple[Sequence[Key], Sequence[float | None]]]]] = field(default_factory=list)
+    # running columns while whole-column folding holds (None: per-key dicts from then on)
+    gauge_columns: list[list[Any]] | None = field(default_factory=list)  # [keys, totals, peaks, count]
+    delta_columns: list[list[Any]] | None = field(default_factory=list)  # [keys, sums]
 
     def add(self, key: Key, value: float) -> None:
         count = self.count.get(key)
@@ -90,53 +92,82 @@ class Window:
                  increments: list[tuple[Sequence[Key], Sequence[float | None]]]) -> None:
         """One tick's gauge columns and counter increments (None: the sample was only a
         baseline); in each (keys, values) ``keys[i]`` is the key of ``values[i]``."""
-        self.ticks.append((gauges, increments))
+        if gauges:
+            self._add_gauges(gauges)
+        if increments:
+            self._add_increments(increments)
+
+    def _add_gauges(self, gauges: list[tuple[Sequence[Key], Sequence[float]]]) -> None:
+        running = self.gauge_columns
+        if running is not None and _foldable(running, gauges):
+            by_list = {id(column[0]): column for column in running}
+            for keys, values in gauges:
+                column = by_list.get(id(keys))
+                if column is None:
+                    running.append([keys, values, values, 1])
+                else:
+                    column[1] = [total + value for total, value in zip(column[1], values)]
+                    column[2] = [value if value > peak else peak for peak, value in zip(column[2], values)]
+                    column[3] += 1
+            return
+        if running is not None:  # from now on key by key: first what was folded so far
+            self.gauge_columns = None
+            for row in zip_longest(*(zip(keys, totals, peaks, repeat(count)) for keys, totals, peaks, count in running)):
+                for item in row:
+                    if item is not None:
+                        key, total, peak, count = item
+                        self.count[key] = count
+                        self.total[key] = total
+                        self.peak[key] = peak
+        for row in zip_longest(*(zip(keys, values) for keys, values in gauges)):
+            for sample in row:
+                if sample is not None:
+                    self.add(*sample)
+
+    def _add_increments(self, increments: list[tuple[Sequence[Key], Sequence[float | None]]]) -> None:
+        running = self.delta_columns
+        if running is not None and _foldable(running, increments) \
+                and not any(None in values for _keys, values in increments):
+            by_list = {id(column[0]): column for column in running}
+            for keys, values in increments:
+                column = by_list.get(id(keys))
+                if column is None:
+                    running.append([keys, [0.0 + value for value in values]])  # type: ignore[operator]
+                else:
+                    column[1] = [total + value for total, value in zip(column[1], values)]
+            return
+        delta = self.delta
+        if running is not None:
+            self.delta_columns = None
+            for row in zip_longest(*(zip(keys, sums) for keys, sums in running)):
+                for item in row:
+                    if item is not None:
+                        delta[item[0]] = item[1]
+        for row in zip_longest(*(zip(keys, values) for keys, values in increments)):
+            for item in row:
+                if item is not None and item[1] is not None:
+                    delta[item[0]] = delta.get(item[0], 0.0) + item[1]
 
     def close(self) -> ClosedPeriod:
-        gauges, increments = self._fold_gauges(), self._fold_increments()
-        self.ticks = []  # folded: closing again changes nothing
+        # whole columns only when all the period's values are in them (not after add() by hand)
+        gauges = None if not self.gauge_columns or self.count else tuple(
+            GaugeColumn(keys, totals, peaks, count) for keys, totals, peaks, count in self.gauge_columns)
+        deltas = None if not self.delta_columns or self.delta else tuple(
+            DeltaColumn(keys, sums) for keys, sums in self.delta_columns)
         return ClosedPeriod(self.period_ms, self.end_ms, self.count, self.total, self.peak, self.delta, gauges,
-                            increments)
+                            deltas)
 
-    def _fold_gauges(self) -> tuple[GaugeColumn, ...] | None:
-        groups = _by_key_list([column for gauges, _increments in self.ticks for column in gauges])
-        if self.count or len({keys[0][2] for keys, _columns in groups if keys}) != len(groups):
-            # The general case: sample by sample, tick by tick, one object at a time (the order
-            # in which the keys first appear is the order of a report's series).
-            for gauges, _increments in self.ticks:
-                for row in zip_longest(*(zip(keys, values) for keys, values in gauges)):
-                    for sample in row:
-                        if sample is not None:
-                            self.add(*sample)
-            return None
-        folded = []
-        for keys, columns in groups:  # one key list per metric: fold whole columns
-            totals, peaks = columns[0], columns[0]
-            for values in columns[1:]:
-                totals = [total + value for total, value in zip(totals, values)]
-                peaks = [value if value > peak else peak for peak, value in zip(peaks, values)]
-            folded.append(GaugeColumn(keys, totals, peaks, len(columns)))
-        return tuple(folded)
 
-    def _fold_increments(self) -> tuple[DeltaColumn, ...] | None:
-        columns = [column for _gauges, increments in self.ticks for column in increments]
-        groups = _by_key_list(columns)
-        if self.delta or len({keys[0][2] for keys, _columns in groups if keys}) != len(groups) \
-                or any(None in increments for _keys, increments in columns):
-            delta = self.delta
-            for _gauges, increments in self.ticks:  # as in _fold_gauges
-                for row in zip_longest(*(zip(keys, values) for keys, values in increments)):
-                    for item in row:
-                        if item is not None and item[1] is not None:
-                            delta[item[0]] = delta.get(item[0], 0.0) + item[1]
-            return None
-        folded = []
-        for keys, columns in groups:
-            sums = [0.0 + increment for increment in columns[0]]  # type: ignore[operator]
-            for increments in columns[1:]:
-                sums = [total + increment for total, increment in zip(sums, increments)]  # type: ignore[operator]
-            folded.append(DeltaColumn(keys, sums))
-        return tuple(folded)
+def _foldable(running: list[list[Any]], columns: list[tuple[Sequence[Key], Sequence[Any]]]) -> bool:
+    """Whole-column folding holds while each metric (the code in its keys) has one key list."""
+    lists = {keys[0][2]: id(keys) for keys, *_rest in running}
+    for keys, _values in columns:
+        if not keys:
+            return False
+        known = lists.setdefault(keys[0][2], id(keys))
+        if known != id(keys):
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,21 +184,6 @@ class GaugeColumn:
 class DeltaColumn:
     keys: Sequence[Key]
     deltas: Sequence[float]
-
-
-def _by_key_list(
-    columns: list[tuple[Sequence[Key], Sequence[Any]]],
-) -> list[tuple[Sequence[Key], list[Sequence[Any]]]]:
-    """Columns grouped by the identity of their key list (the collector reuses one per metric
-    while a column's objects stay the same), each group in arrival order."""
-    groups: dict[int, tuple[Sequence[Key], list[Sequence[Any]]]] = {}
-    for keys, values in columns:
-        group = groups.get(id(keys))
-        if group is None:
-            groups[id(keys)] = (keys, [values])
-        else:
-            group[1].append(values)
-    return list(groups.values())
 
 
 class ClosedPeriod:
