@@ -12,8 +12,18 @@ from vimkit.store.models import DocumentMixin
 from vimkit.store.repository import etag_of
 
 
+def base_url(request: Request) -> str:
+    """The request's base URL without its trailing slash, worked out once per request (a list
+    page links each of its items)."""
+    scope = request.scope
+    base = scope.get("vimkit.base_url")
+    if base is None:
+        base = scope["vimkit.base_url"] = str(request.base_url).rstrip("/")
+    return base
+
+
 def with_self_link(request: Request, document: dict[str, Any], path: str) -> dict[str, Any]:
-    base = str(request.base_url).rstrip("/")
+    base = base_url(request)
     return {**document, "_links": {"self": {"href": f"{base}{path}"}}}
 
 

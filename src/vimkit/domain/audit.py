@@ -15,6 +15,7 @@ import binascii
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,6 +30,7 @@ from vimkit.store.repository import utcnow
 log = logging.getLogger("vimkit.audit")
 
 _BATCH = 500
+_LINGER = 0.02
 _RETRIES = 3
 
 
@@ -100,6 +102,9 @@ class AuditLog:
         while True:
             first = self._queue.get()
             stop = first is None
+            if not stop:
+                # Let the requests of a burst share one transaction (and this thread wake once).
+                time.sleep(_LINGER)
             batch = [] if first is None else [first]
             while len(batch) < _BATCH:
                 try:

@@ -31,7 +31,7 @@ def emit(
     change_type: str | None = None,
     metadata: dict[str, str] | None = None,
     **facets: Any,
-) -> OutboxRow:
+) -> None:
     """Add one notification to the outbox of ``session``'s transaction.
 
     ``audience`` lists the resource groups allowed to receive it (None: every group). The
@@ -59,7 +59,6 @@ def emit(
     # a small change's transaction), and the outbox order is the order of the emit calls.
     session.execute(insert(OutboxRow.__table__), [values])
     session.info[EMITTED_KEY] = True
-    return OutboxRow(**values)
 
 
 def resource_change(
@@ -74,7 +73,7 @@ def resource_change(
     changed_resource_data: dict[str, Any] | None,
     metadata: dict[str, str] | None = None,
     audience: list[str] | None = None,
-) -> OutboxRow:
+) -> None:
     """A VirtualisedResourceChangeNotification (compute, network, storage)."""
     payload = {
         "changeId": str(uuid.uuid4()),
@@ -84,7 +83,7 @@ def resource_change(
         "changeType": change_type,
         "changedResourceData": changed_resource_data,
     }
-    return emit(
+    emit(
         session,
         api=api,
         notification_type=filters.RESOURCE_CHANGE,
@@ -105,7 +104,7 @@ def information_change(
     vim_id: str,
     changed_resource_data: dict[str, Any] | None,
     audience: list[str] | None,
-) -> OutboxRow:
+) -> None:
     """An InformationChangeNotification (compute-info, network-info, storage-info)."""
     payload = {
         "changeId": str(uuid.uuid4()),
@@ -114,7 +113,7 @@ def information_change(
         "changeType": change_type,
         "changedResourceData": changed_resource_data,
     }
-    return emit(
+    emit(
         session,
         api=api,
         notification_type=filters.INFORMATION_CHANGE,

@@ -10,6 +10,7 @@ from vimkit.api.auth import current_principal, require_scope
 from vimkit.api.json import dumps
 from vimkit.api.listing import ListParams, list_params, page_response, prepare_listing
 from vimkit.api.problems import PROBLEM_RESPONSES
+from vimkit.api.resources import base_url
 from vimkit.api.routing import VimRoute
 from vimkit.auth.principal import Principal
 from vimkit.notify.filters import NOTIFICATION_TYPES
@@ -33,7 +34,7 @@ def build_router(api: str) -> APIRouter:
     kinds = ", ".join(NOTIFICATION_TYPES[api])
 
     def render(request: Request, row, pending: int) -> dict:  # type: ignore[no-untyped-def]
-        return representation(row, pending, str(request.base_url).rstrip("/"), prefix)
+        return representation(row, pending, base_url(request), prefix)
 
     @router.post(
         "/subscriptions",
