@@ -395,16 +395,19 @@ def _raw_server(answer: bytes, close_after: bool = False, delay: float = 0.0):  
 
 
 def _post(url: str, body: bytes = b"{}", headers: dict | None = None, timeout: float = 5.0,
-          times: int = 1) -> list[int]:
+          times: int = 1, pause: float = 0.0) -> list[int]:
     import asyncio
 
     from vimkit.notify.transport import CallbackClient
 
     async def run() -> list[int]:
         client = CallbackClient(timeout)
+        statuses = []
         try:
-            return [await client.post(url, body, headers or {"Content-Type": "application/json"})
-                    for _ in range(times)]
+            for _ in range(times):
+                statuses.append(await client.post(url, body, headers or {"Content-Type": "application/json"}))
+                await asyncio.sleep(pause)
+            return statuses
         finally:
             await client.close()
 
@@ -444,6 +447,9 @@ def test_callback_client_resends_once_on_a_connection_the_peer_closed() -> None:
     try:
         assert _post(f"http://127.0.0.1:{listener.getsockname()[1]}/cb", times=3) == [204, 204, 204]
         assert len(requests) == 3
+        # The same with the close already seen by the client when the next post starts.
+        assert _post(f"http://127.0.0.1:{listener.getsockname()[1]}/cb", times=3, pause=0.2) == [204, 204, 204]
+        assert len(requests) == 6
     finally:
         listener.close()
 

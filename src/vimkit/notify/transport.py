@@ -187,6 +187,7 @@ class CallbackClient:
                 raise
             if connection.keep_alive and not connection.closed and len(origin.idle) < _IDLE_PER_ORIGIN:
                 connection.waiter = None
+                connection.received = False  # so that a close while idle is recognised as stale
                 origin.idle.append(connection)
             else:
                 self._discard(connection)
