@@ -35,7 +35,8 @@ class AsyncClient(ResourcesMixin):
                  verify: Any = True, http: httpx.AsyncClient | None = None, max_connections: int = 100,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = http or httpx.AsyncClient(base_url=self.base_url, timeout=timeout, verify=verify,
+        self._http = http or httpx.AsyncClient(base_url=self.base_url, timeout=timeout,
+                                                verify=_core.tls_verify(self.base_url, verify),
                                                 limits=httpx.Limits(max_connections=max_connections,
                                                                     max_keepalive_connections=max_connections))
         self._credentials = (client_id, client_secret) if client_id and client_secret else None

@@ -32,7 +32,8 @@ class Client(ResourcesMixin):
                  verify: Any = True, http: httpx.Client | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = http or httpx.Client(base_url=self.base_url, timeout=timeout, verify=verify)
+        self._http = http or httpx.Client(base_url=self.base_url, timeout=timeout,
+                                           verify=_core.tls_verify(self.base_url, verify))
         self._credentials = (client_id, client_secret) if client_id and client_secret else None
         self._scope = scope
         self._tokens = TokenState(token, float("inf")) if token else TokenState()
