@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from vimkit.api.problems import ApiError, Cause, conflict, not_found, problem_body
@@ -63,6 +63,13 @@ COMPUTE_SCHEMA = FilterSchema.from_model(
     columns={"computeId": ComputeRow.id, "computeName": ComputeRow.compute_name, "hostId": ComputeRow.host_id,
              "zoneId": ComputeRow.zone_id, "provisioningState": ComputeRow.state},
 )
+
+_COMPUTES = ComputeRow.__table__
+_CURRENT = select(_COMPUTES.c.resource_group_id, _COMPUTES.c.created_at, _COMPUTES.c.version,
+                  _COMPUTES.c.body).where(_COMPUTES.c.id == bindparam("b_id"))
+_CURRENT_LOCKED = _CURRENT.with_for_update()
+_COMPLETE = update(_COMPUTES).where(_COMPUTES.c.id == bindparam("b_id"))
+_INSERT = insert(_COMPUTES)
 
 
 @dataclass
@@ -201,12 +208,9 @@ class ComputeService(ComputeOperations, ComputeEvents):
                   change_type: str | None) -> ComputeRow:
         """:meth:`change_in` for a background task's completion, in plain statements (the ORM unit
         of work cost as much as the rest of an allocation's completion)."""
-        table = ComputeRow.__table__
-        query = select(table.c.resource_group_id, table.c.created_at, table.c.version, table.c.body).where(
-            table.c.id == compute_id)
-        if self.database.dialect != "sqlite":
-            query = query.with_for_update()
-        current = session.execute(query).first()
+        connection = session.connection()
+        query = _CURRENT if self.database.dialect == "sqlite" else _CURRENT_LOCKED
+        current = connection.execute(query, {"b_id": compute_id}).first()
         if current is None:
             raise not_found("compute", compute_id)
         was_crashed = current.body.get("runningState") == "CRASHED"
@@ -214,7 +218,7 @@ class ComputeService(ComputeOperations, ComputeEvents):
         values = dict(body=body, state=body["provisioningState"], host_id=body.get("hostId"),
                       zone_id=body.get("zoneId"), compute_name=body.get("computeName"),
                       version=current.version + 1, updated_at=utcnow())
-        session.execute(update(table).where(table.c.id == compute_id), values)
+        connection.execute(_COMPLETE, {"b_id": compute_id, **values})
         # An ORM copy of this compute loaded earlier in the same transaction is stale now.
         for instance in list(session.identity_map.values()):
             if isinstance(instance, ComputeRow) and instance.id == compute_id:
@@ -348,7 +352,7 @@ class ComputeService(ComputeOperations, ComputeEvents):
                       body=body, state="ALLOCATING", host_id=claim.host_id, zone_id=claim.zone_id,
                       compute_name=body.get("computeName"))
         # A plain INSERT: the ORM unit of work cost more than the rest of the transaction.
-        session.execute(insert(ComputeRow.__table__), [values])
+        session.connection().execute(_INSERT, [values])
         self.infra.record_claim(session, "compute", plan.compute_id, claim.to_dict(), new=True)
         return ComputeRow(**values)
 

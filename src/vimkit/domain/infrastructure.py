@@ -62,6 +62,9 @@ def driver_error(exc: DriverError) -> ApiError:
                     retryable=exc.retryable or status == 503)
 
 
+_INSERT_CLAIM = insert(PlacementClaimRow.__table__)
+
+
 class InfrastructureService:
     def __init__(
         self,
@@ -117,8 +120,8 @@ class InfrastructureService:
                      claim: dict[str, Any], *, new: bool = False) -> None:
         """``new``: the resource has no claim row yet, so an INSERT is enough (``merge`` reads first)."""
         if new and not self.sync.enabled:  # on PostgreSQL the decision may have persisted it already
-            session.execute(insert(PlacementClaimRow.__table__),
-                            [{"resource_id": resource_id, "kind": kind, "claim": claim, "created_at": utcnow()}])
+            session.connection().execute(_INSERT_CLAIM, [{"resource_id": resource_id, "kind": kind, "claim": claim,
+                                                          "created_at": utcnow()}])
         else:
             session.merge(PlacementClaimRow(resource_id=resource_id, kind=kind, claim=claim, created_at=utcnow()))
         self.sync.journal(session, kind, resource_id, claim)

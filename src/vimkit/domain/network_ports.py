@@ -107,12 +107,15 @@ _INSERT_OUTBOX = insert(OutboxRow.__table__)
 
 class _Notifications:
     """Stands in for the session while the outbox helpers build a transaction's notifications,
-    which then go in with one statement instead of one each. ``execute`` (of the outbox INSERT)
-    and ``info`` are all the helpers use of a session."""
+    which then go in with one statement instead of one each. ``connection().execute`` (of the
+    outbox INSERT) and ``info`` are all the helpers use of a session."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
         self.info: dict[str, Any] = {}
+
+    def connection(self) -> _Notifications:
+        return self
 
     def execute(self, statement: Any, rows: list[dict[str, Any]]) -> None:
         assert statement.table is OutboxRow.__table__, "only outbox rows are collected"

@@ -18,6 +18,7 @@ from vimkit.store.models import OutboxRow
 from vimkit.store.repository import utcnow
 
 EMITTED_KEY = "vimkit_notifications_emitted"
+_INSERT = insert(OutboxRow.__table__)
 
 
 def emit(
@@ -57,7 +58,7 @@ def emit(
     }
     # An INSERT now rather than an ORM object flushed later: cheaper (a flush was a large part of
     # a small change's transaction), and the outbox order is the order of the emit calls.
-    session.execute(insert(OutboxRow.__table__), [values])
+    session.connection().execute(_INSERT, [values])
     session.info[EMITTED_KEY] = True
 
 
