@@ -89,16 +89,16 @@ class _WritersLock:
 def share_sqlite_writes(database: Database) -> None:
     """Make ``database``'s writers queue on a lock file shared by the VIM's processes (SQLite only).
 
-    Relies on :class:`~vimkit.store.db.Database` taking ``_write_lock`` around every write
-    transaction; with another database, or an in-memory one, it does nothing.
+    :class:`~vimkit.store.db.Database` takes its ``write_lock`` around every write transaction;
+    with another database, or an in-memory one, this does nothing.
     """
-    inner = getattr(database, "_write_lock", None)
+    inner = database.write_lock
     if database.dialect != "sqlite" or inner is None or isinstance(inner, _WritersLock):
         return
     path = make_url(database.url).database
     if not path or path == ":memory:":
         return
-    database._write_lock = _WritersLock(inner, f"{path}.writers")  # type: ignore[assignment]
+    database.write_lock = _WritersLock(inner, f"{path}.writers")
 
 
 def worker_replica_id(base: str, index: int) -> str:

@@ -103,6 +103,18 @@ class Database:
         # Called after a write transaction that emitted notifications commits (wakes dispatchers).
         self.after_notifications: list[Callable[[], None]] = []
 
+    @property
+    def write_lock(self) -> Any:
+        """What this process's SQLite writers queue on (None on PostgreSQL)."""
+        return self._write_lock
+
+    @write_lock.setter
+    def write_lock(self, lock: Any) -> None:
+        # notify.workers replaces it with a lock shared by the VIM's processes.
+        if self._write_lock is None:
+            raise ValueError("only SQLite writers queue on a lock")
+        self._write_lock = lock
+
     @contextmanager
     def read(self) -> Iterator[Session]:
         with self._sessions() as session:
