@@ -22,7 +22,7 @@ from dataclasses import replace
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, insert, select
 from sqlalchemy.orm import Session
 
 from vimkit.api.problems import ApiError, Cause, conflict, invalid, not_found, problem_body
@@ -55,6 +55,7 @@ from vimkit.placement.model import (
 from vimkit.placement.storage import StorageClaim, StorageRequest
 from vimkit.store.db import Database
 from vimkit.store.filter_sql import FilterSchema
+from vimkit.store.group_commit import GroupCommit
 from vimkit.store.repository import (
     Page,
     PageRequest,
@@ -98,12 +99,16 @@ def _attachment_owner(body: dict[str, Any]) -> None:
         body.pop("ownerId", None)
 
 
+_INSERT = insert(StorageRow.__table__)
+
+
 class StorageService:
     def __init__(self, database: Database, infrastructure: Any, vim_id: str = "vimkit") -> None:
         self.database = database
         self.infra = infrastructure
         self.vim_id = vim_id
         self._locks: dict[str, asyncio.Lock] = {}
+        self.commits = GroupCommit(database)
         infrastructure.add_event_listener(self.handle_event)
         # Pools failed before a restart stay out of placement (the simulator persists its faults).
         faults = getattr(infrastructure.driver, "faults", None)
@@ -212,8 +217,11 @@ class StorageService:
     async def allocate(self, principal: Principal, data: StorageAllocateRequest) -> StorageRow:
         group = self._group_for(principal, data.resourceGroupId)
         zone_ids, pool_id = self._check_location(data)
-        rules = await asyncio.to_thread(self._rules, principal, data.affinityOrAntiAffinityConstraints)
-        snapshot = await asyncio.to_thread(self._source_snapshot, principal, data)
+        # Each step a worker-thread trip only when it has something to read.
+        rules = (await asyncio.to_thread(self._rules, principal, data.affinityOrAntiAffinityConstraints)
+                 if data.affinityOrAntiAffinityConstraints else ())
+        snapshot = (await asyncio.to_thread(self._source_snapshot, principal, data)
+                    if data.sourceSnapshotId is not None else None)
         volume_id = str(uuid.uuid4())
         storage = data.storageData
         request = StorageRequest(storage.sizeOfStorage, storage.typeOfStorage, zone_ids, pool_id,
@@ -233,7 +241,7 @@ class StorageService:
             )))
             created = True
             body = self._document(volume_id, group, data, claim, snapshot)
-            return await asyncio.to_thread(self._insert, volume_id, group, body, claim)
+            return await self.commits.run(lambda session: self._insert(session, volume_id, group, body, claim))
         except BaseException:
             self.infra.storage.release(volume_id)
             if self.infra.sync.enabled:
@@ -275,13 +283,15 @@ class StorageService:
             body["sourceSnapshotId"] = snapshot["snapshotId"]
         return body
 
-    def _insert(self, volume_id: str, group: str, body: dict[str, Any], claim: StorageClaim) -> StorageRow:
+    def _insert(self, session: Session, volume_id: str, group: str, body: dict[str, Any],
+                claim: StorageClaim) -> StorageRow:
+        """The volume, its claim and its ADDED notification, in a group commit with other writes."""
         now = utcnow()
-        row = StorageRow(id=volume_id, resource_group_id=group, created_at=now, updated_at=now, version=1, body=body)
-        with self.database.write() as session:
-            session.add(row)
-            self.infra.record_claim(session, "storage", volume_id, claim.to_dict())
-            self._notify(session, row, "ADDED")
+        values = dict(id=volume_id, resource_group_id=group, created_at=now, updated_at=now, version=1, body=body)
+        session.connection().execute(_INSERT, [values])
+        self.infra.record_claim(session, "storage", volume_id, claim.to_dict(), new=True)
+        row = StorageRow(**values)
+        self._notify(session, row, "ADDED")
         return row
 
     # ------------------------------------------------------------------ query
