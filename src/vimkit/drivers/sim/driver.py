@@ -20,6 +20,7 @@ each operation is atomic with respect to the others on the event loop.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from vimkit.drivers.base import (
@@ -62,6 +63,10 @@ class SimDriver(ComputeOps, NetworkOps, StorageOps, MetricOps, FaultOps):
         """Nothing to connect to: the state was restored when the driver was built."""
 
     async def close(self) -> None:
+        draws = getattr(self, "_draw_task", None)  # the next sample's deviates (metrics.py)
+        if draws is not None and not draws.done():
+            draws.cancel()
+            await asyncio.gather(draws, return_exceptions=True)
         self._dirty = True
         self._flush()
         self._hub.close()
