@@ -317,6 +317,6 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     for router in routers:
         app.router.routes.extend(router.routes)
     app.state.route_table = [route for router in routers for route in router.routes]
+    install_route_index(app.router)
     app.openapi = lambda: _openapi(app, routers)  # type: ignore[method-assign]
     return app
-    install_route_index(app.router)

@@ -42,6 +42,10 @@ def test_root_of() -> None:
     assert root_of("/{anything}/v1") is None
 
 
+def test_the_application_dispatches_through_the_index(app) -> None:
+    assert isinstance(app.router.middleware_stack, RouteIndex)
+
+
 def test_index_agrees_with_the_full_scan_for_every_route_and_method(app) -> None:
     index = RouteIndex(app.router)
     routes = list(app.router.routes)
