@@ -373,9 +373,9 @@ class ComputeService(ComputeOperations, ComputeEvents):
                         resourceGroupId=plan.group))
                     port_id = port.id
                     created_ports.append(port_id)
-                await asyncio.to_thread(self.network.attach, port_id, compute_id)
+                await self.network.attach_soon(port_id, compute_id)
                 plugged_ports.append(port_id)
-                ports.append(await asyncio.to_thread(self._port_wiring, port_id))
+                ports.append(await self.database.point_read(self._port_wiring, port_id))
             vcpus, memory_mb, disk_gb, arch = flavour_numbers(plan.flavour)
             user_data = plan.data.userData
             info = await self.infra.driver.create_compute(ComputeSpec(

@@ -59,6 +59,7 @@ from vimkit.drivers.base import (
 )
 from vimkit.infra.inventory import ProviderNetwork
 from vimkit.models.network import NetworkSubnetData, VirtualNetworkData
+from vimkit.store.group_commit import GroupCommit
 from vimkit.store.network_tables import (
     IpAllocationRow,
     NetworkRow,
@@ -77,6 +78,8 @@ __all__ = ["AFFINITY_GROUP_SCHEMA", "NETWORK_SCHEMA", "PORT_SCHEMA", "SUBNET_SCH
 
 
 class NetworkService(PortAllocation, NetworkInformation):
+    _attach_commits: GroupCommit | None = None  # created on first use, in the event loop
+
     # ------------------------------------------------------------------ networks
 
     def _candidates(self, data: VirtualNetworkData) -> list[ProviderNetwork]:
@@ -263,17 +266,26 @@ class NetworkService(PortAllocation, NetworkInformation):
     def attach(self, port_id: str, resource_id: str) -> PortRow:
         """Record that ``resource_id`` (a compute or its NIC) uses the port; MODIFIED is announced."""
         with self.database.write() as session:
-            row = session.scalar(select(PortRow).where(PortRow.id == port_id).with_for_update())
-            if row is None:
-                raise not_found("port", port_id)
-            if row.state != "ALLOCATED":
-                raise conflict(f"port '{port_id}' is {row.state}")
-            if row.attached_resource_id not in (None, resource_id):
-                raise conflict(f"port '{port_id}' is attached to '{row.attached_resource_id}'")
-            if row.attached_resource_id != resource_id:
-                row.attached_resource_id = resource_id
-                bump(row, {**row.body, "attachedResourceId": resource_id})
-                self._announce(session, row, "PORT", "MODIFIED")
+            return self._attach_in(session, port_id, resource_id)
+
+    async def attach_soon(self, port_id: str, resource_id: str) -> PortRow:
+        """:meth:`attach` through a group commit (a cluster's nodes plug their ports all at once)."""
+        if self._attach_commits is None:
+            self._attach_commits = GroupCommit(self.database)
+        return await self._attach_commits.run(lambda session: self._attach_in(session, port_id, resource_id))
+
+    def _attach_in(self, session: Session, port_id: str, resource_id: str) -> PortRow:
+        row = session.scalar(select(PortRow).where(PortRow.id == port_id).with_for_update())
+        if row is None:
+            raise not_found("port", port_id)
+        if row.state != "ALLOCATED":
+            raise conflict(f"port '{port_id}' is {row.state}")
+        if row.attached_resource_id not in (None, resource_id):
+            raise conflict(f"port '{port_id}' is attached to '{row.attached_resource_id}'")
+        if row.attached_resource_id != resource_id:
+            row.attached_resource_id = resource_id
+            bump(row, {**row.body, "attachedResourceId": resource_id})
+            self._announce(session, row, "PORT", "MODIFIED")
         return row
 
     def detach(self, port_id: str, resource_id: str | None = None) -> PortRow:

@@ -347,16 +347,21 @@ class StorageService:
     def _modify(self, principal: Principal | None, volume_id: str, change: Callable[[dict[str, Any]], dict[str, Any]],
                 claim: StorageClaim | None = None, change_type: str = "MODIFIED") -> StorageRow:
         with self.database.write() as session:
-            if principal is None:
-                row = session.scalar(select(StorageRow).where(StorageRow.id == volume_id).with_for_update())
-                if row is None:
-                    raise not_found("storage", volume_id)
-            else:
-                row = self._load(session, principal, volume_id)
-            self._save(session, row, change(dict(row.body)))
-            if claim is not None:
-                self.infra.record_claim(session, "storage", volume_id, claim.to_dict())
-            self._notify(session, row, change_type)
+            return self._modify_in(session, principal, volume_id, change, claim, change_type)
+
+    def _modify_in(self, session: Session, principal: Principal | None, volume_id: str,
+                   change: Callable[[dict[str, Any]], dict[str, Any]], claim: StorageClaim | None = None,
+                   change_type: str = "MODIFIED") -> StorageRow:
+        if principal is None:
+            row = session.scalar(select(StorageRow).where(StorageRow.id == volume_id).with_for_update())
+            if row is None:
+                raise not_found("storage", volume_id)
+        else:
+            row = self._load(session, principal, volume_id)
+        self._save(session, row, change(dict(row.body)))
+        if claim is not None:
+            self.infra.record_claim(session, "storage", volume_id, claim.to_dict())
+        self._notify(session, row, change_type)
         return row
 
     async def scale(self, principal: Principal, volume_id: str, size_gb: int, if_match: str | None) -> StorageRow:
@@ -571,7 +576,7 @@ class StorageService:
         the volume in its spec); the caller checks first with :meth:`check_attachable`.
         """
         async with self._lock(volume_id):
-            row = await asyncio.to_thread(self._read, principal, volume_id)
+            row = await self.database.point_read(self._read, principal, volume_id)
             self.check_attachable(row, compute_id)
             device = None
             if realise:
@@ -589,7 +594,8 @@ class StorageService:
                 return body
 
             try:
-                return await asyncio.to_thread(self._modify, principal, volume_id, change)
+                # Through the group commit: a cluster's nodes attach their volumes all at once.
+                return await self.commits.run(lambda session: self._modify_in(session, principal, volume_id, change))
             except BaseException:
                 if realise:
                     try:
