@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import Request
 from starlette.responses import Response
@@ -10,6 +11,13 @@ from starlette.responses import Response
 from vimkit.api.json import dumps
 from vimkit.store.models import DocumentMixin
 from vimkit.store.repository import etag_of
+
+T = TypeVar("T")
+
+
+async def point_read(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """A key lookup for a route (see :meth:`vimkit.store.db.Database.point_read`)."""
+    return await request.app.state.services.database.point_read(fn, *args)
 
 
 def base_url(request: Request) -> str:

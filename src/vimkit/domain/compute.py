@@ -72,6 +72,13 @@ _COMPLETE = update(_COMPUTES).where(_COMPUTES.c.id == bindparam("b_id"))
 _INSERT = insert(_COMPUTES)
 
 
+def _changed_columns(body: dict[str, Any], version: int) -> dict[str, Any]:
+    """A changed compute's columns: its document and the attributes repeated beside it for filters."""
+    return {"body": body, "state": body["provisioningState"], "host_id": body.get("hostId"),
+            "zone_id": body.get("zoneId"), "compute_name": body.get("computeName"), "version": version + 1,
+            "updated_at": utcnow()}
+
+
 @dataclass
 class AllocationPlan:
     """What an allocation will do, decided and validated before anything is claimed."""
@@ -169,13 +176,8 @@ class ComputeService(ComputeOperations, ComputeEvents):
 
     @staticmethod
     def save(row: ComputeRow, body: dict[str, Any]) -> None:
-        row.body = body
-        row.state = body["provisioningState"]
-        row.host_id = body.get("hostId")
-        row.zone_id = body.get("zoneId")
-        row.compute_name = body.get("computeName")
-        row.version += 1
-        row.updated_at = utcnow()
+        for name, value in _changed_columns(body, row.version).items():
+            setattr(row, name, value)
 
     def load_row(self, session: Session, principal: Principal | None, compute_id: str, *,
                  for_update: bool = True) -> ComputeRow:
@@ -215,9 +217,7 @@ class ComputeService(ComputeOperations, ComputeEvents):
             raise not_found("compute", compute_id)
         was_crashed = current.body.get("runningState") == "CRASHED"
         body = edit(dict(current.body))
-        values = dict(body=body, state=body["provisioningState"], host_id=body.get("hostId"),
-                      zone_id=body.get("zoneId"), compute_name=body.get("computeName"),
-                      version=current.version + 1, updated_at=utcnow())
+        values = _changed_columns(body, current.version)
         connection.execute(_COMPLETE, {"b_id": compute_id, **values})
         # An ORM copy of this compute loaded earlier in the same transaction is stale now.
         for instance in list(session.identity_map.values()):

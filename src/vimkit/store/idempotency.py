@@ -31,6 +31,7 @@ _KEYS = IdempotencyRecord.__table__
 _MATCH = (_KEYS.c.consumer_id == bindparam("for_consumer")) & (_KEYS.c.key == bindparam("for_key"))
 _FIND = select(_KEYS.c.request_hash, _KEYS.c.in_flight, _KEYS.c.created_at, _KEYS.c.status_code, _KEYS.c.headers,
                _KEYS.c.response_body).where(_MATCH)
+_FIND_LOCKED = _FIND.with_for_update()
 _FINISH = update(_KEYS).where(_MATCH).values(in_flight=False, status_code=bindparam("new_status"),
                                              headers=bindparam("new_headers"), response_body=bindparam("new_body"))
 
@@ -60,7 +61,7 @@ class IdempotencyStore:
     def claim_in(self, session: Session, consumer_id: str, key: str, request_hash: str) -> StoredResponse | None:
         now = utcnow()
         which = {"for_consumer": consumer_id, "for_key": key}
-        find = _FIND if self.database.dialect == "sqlite" else _FIND.with_for_update()
+        find = _FIND if self.database.dialect == "sqlite" else _FIND_LOCKED
         record = session.execute(find, which).first()
         if record is None:
             try:

@@ -36,16 +36,20 @@ class Visibility:
         if self.all_groups:
             return true()
         own = model.resource_group_id == self.resource_group_id
-        if model is FlavourRow:
-            return or_(own, FlavourRow.is_public.is_(True))
-        shared = getattr(model, "is_shared", None)
-        if shared is not None:
-            return or_(own, shared.is_(True))
-        return own
+        shared = shared_column(model)
+        return own if shared is None else or_(own, getattr(model, shared).is_(True))
 
     def sees(self, resource_group_id: str, shared: bool = False) -> bool:
         """:meth:`clause` for a row already read: its group, and whether it is public/shared."""
         return self.all_groups or shared or resource_group_id == self.resource_group_id
+
+
+def shared_column(model: type[DocumentMixin]) -> str | None:
+    """The column that makes a row visible to every group: public flavours, shared networks and
+    images; None for the models only their own group sees."""
+    if model is FlavourRow:
+        return "is_public"
+    return "is_shared" if hasattr(model, "is_shared") else None
 
 if TYPE_CHECKING:
     from vimkit.store.db import Database
@@ -87,8 +91,8 @@ def read_document(database: Database, model: type[Row], resource_id: str, visibi
     if found is None:
         return None
     values = found._asdict()
-    shared = bool(values.get("is_public", False) if model is FlavourRow else values.get("is_shared", False))
-    if not visibility.sees(values["resource_group_id"], shared):
+    shared = shared_column(model)
+    if not visibility.sees(values["resource_group_id"], bool(shared and values[shared])):
         return None
     return model(**values)
 

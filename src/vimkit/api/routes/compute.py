@@ -9,7 +9,7 @@ from starlette.responses import Response
 from vimkit.api.auth import current_principal, require_scope
 from vimkit.api.listing import ListParams, list_params, page_response, prepare_listing
 from vimkit.api.problems import PROBLEM_RESPONSES
-from vimkit.api.resources import document_response, with_self_link
+from vimkit.api.resources import document_response, point_read, with_self_link
 from vimkit.api.routing import VimRoute
 from vimkit.auth.principal import Principal
 from vimkit.domain.flavours import FLAVOUR_SCHEMA
@@ -86,8 +86,7 @@ async def get_flavour(
     flavourId: str = FlavourIdPath,
     principal: Principal = Depends(current_principal),
 ) -> Response:
-    row = await request.app.state.services.database.point_read(request.app.state.services.flavours.get, principal,
-                                                                flavourId)
+    row = await point_read(request, request.app.state.services.flavours.get, principal, flavourId)
     return document_response(request, row, _flavour_document(request, row.body))
 
 

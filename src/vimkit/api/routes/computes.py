@@ -20,7 +20,7 @@ from vimkit.api.json import dumps
 from vimkit.api.listing import ListParams, list_params, page_response, prepare_listing
 from vimkit.api.prefer import requested_wait
 from vimkit.api.problems import PROBLEM_RESPONSES, ApiError
-from vimkit.api.resources import document_response, with_self_link
+from vimkit.api.resources import document_response, point_read, with_self_link
 from vimkit.api.routing import VimRoute
 from vimkit.auth.principal import Principal
 from vimkit.domain.compute import COMPUTE_SCHEMA
@@ -80,10 +80,6 @@ async def _finished(request: Request, task: asyncio.Task[Any], *, raise_failure:
     return True
 
 
-async def _point_read(request: Request, fn: Any, *args: Any) -> Any:
-    return await request.app.state.services.database.point_read(fn, *args)
-
-
 def _applied(response: Response) -> Response:
     response.headers["Preference-Applied"] = "wait"
     return response
@@ -99,7 +95,7 @@ async def allocate_compute(body: ComputeAllocateRequest, request: Request,
     # exists (and must be deleted), rather than a problem a client would retry into a second one.
     finished = await _finished(request, task, raise_failure=False)
     if finished:
-        row = await _point_read(request, service.get, principal, row.id)
+        row = await point_read(request, service.get, principal, row.id)
     document = _compute_document(request, row.body)
     response = document_response(request, row, document, 201, document["_links"]["self"]["href"])
     return _applied(response) if finished else response
@@ -121,7 +117,7 @@ async def list_computes(request: Request, params: ListParams = Depends(list_para
             summary="Query one Virtualised Compute Resource", responses={304: {"description": "Not modified"}})
 async def get_compute(request: Request, computeId: str = ComputeIdPath,
                       principal: Principal = Depends(current_principal)) -> Response:
-    row = await _point_read(request, _service(request).get, principal, computeId)
+    row = await point_read(request, _service(request).get, principal, computeId)
     return document_response(request, row, _compute_document(request, row.body))
 
 
@@ -152,7 +148,7 @@ async def _task_response(request: Request, principal: Principal, row: Any, task:
                          extra: dict[str, Any] | None = None) -> Response:
     finished = await _finished(request, task)
     if finished:
-        row = await _point_read(request, _service(request).get, principal, row.id)
+        row = await point_read(request, _service(request).get, principal, row.id)
     document = _compute_document(request, row.body)
     if extra is not None:
         document = {**document, "computeOperationOutputData": extra}
@@ -229,7 +225,7 @@ async def list_affinity_groups(request: Request, params: ListParams = Depends(li
 async def get_affinity_group(request: Request, groupId: str = GroupIdPath,
                              principal: Principal = Depends(current_principal)) -> Response:
     service = _service(request)
-    row = await _point_read(request, service.get_group, principal, groupId)
+    row = await point_read(request, service.get_group, principal, groupId)
     return document_response(request, row, _group_document(request, service.group_document(row)))
 
 

@@ -9,7 +9,7 @@ from starlette.responses import Response
 from vimkit.api.auth import current_principal, require_scope
 from vimkit.api.listing import ListParams, list_params, page_response, prepare_listing
 from vimkit.api.problems import PROBLEM_RESPONSES
-from vimkit.api.resources import document_response
+from vimkit.api.resources import document_response, point_read
 from vimkit.api.routing import VimRoute
 from vimkit.auth.principal import Principal
 from vimkit.domain.alarms import ALARM_SCHEMA
@@ -46,7 +46,7 @@ async def list_alarms(
             summary="Read one alarm")
 async def get_alarm(request: Request, alarmId: str = AlarmIdPath, principal: Principal = Depends(current_principal)) -> Response:
     alarms = request.app.state.services.alarms
-    row = await request.app.state.services.database.point_read(alarms.get, principal, alarmId)
+    row = await point_read(request, alarms.get, principal, alarmId)
     return document_response(request, row, alarms.representation(row))
 
 

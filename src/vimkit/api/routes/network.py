@@ -25,7 +25,7 @@ from vimkit.api.auth import current_principal, require_scope
 from vimkit.api.json import dumps
 from vimkit.api.listing import ListParams, list_params, page_response, prepare_listing
 from vimkit.api.problems import PROBLEM_RESPONSES
-from vimkit.api.resources import document_response, with_self_link
+from vimkit.api.resources import document_response, point_read, with_self_link
 from vimkit.api.routing import VimRoute
 from vimkit.auth.principal import Principal
 from vimkit.domain.network import AFFINITY_GROUP_SCHEMA, NETWORK_SCHEMA, PORT_SCHEMA, SUBNET_SCHEMA
@@ -116,8 +116,7 @@ def _collection(collection: Collection, create_body: type[BaseModel], create: Ca
                 summary=f"Query one {collection.label}", responses=NOT_MODIFIED)
     async def get_endpoint(request: Request, resource_id: str = id_path(),
                            principal: Principal = Depends(current_principal)) -> Response:
-        row = await request.app.state.services.database.point_read(_service(request).get, collection.row, principal,
-                                                                        resource_id)
+        row = await point_read(request, _service(request).get, collection.row, principal, resource_id)
         return document_response(request, row, _document(request, collection, row.body))
 
     if update_body is not None:

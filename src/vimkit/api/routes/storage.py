@@ -15,7 +15,7 @@ from vimkit.api.auth import current_principal, require_scope
 from vimkit.api.json import dumps
 from vimkit.api.listing import ListParams, list_params, page_response, prepare_listing
 from vimkit.api.problems import PROBLEM_RESPONSES
-from vimkit.api.resources import document_response, with_self_link
+from vimkit.api.resources import document_response, point_read, with_self_link
 from vimkit.api.routing import VimRoute
 from vimkit.auth.principal import Principal
 from vimkit.domain.storage import AFFINITY_GROUP_SCHEMA, STORAGE_SCHEMA
@@ -85,7 +85,7 @@ async def list_storages(request: Request, params: ListParams = Depends(list_para
             summary="Query one Virtualised Storage Resource", responses={304: {"description": "Not modified"}})
 async def get_storage(request: Request, storageId: str = StorageIdPath,
                       principal: Principal = Depends(current_principal)) -> Response:
-    row = await request.app.state.services.database.point_read(_service(request).get, principal, storageId)
+    row = await point_read(request, _service(request).get, principal, storageId)
     return document_response(request, row, _storage_document(request, row.body))
 
 
