@@ -503,36 +503,3 @@ def test_fan_out_serialises_once_and_splices_the_same_document() -> None:
         assert orjson.loads(bodies.body("s-1", 7, href, *parts)) == document
         assert document["_links"]["subscription"] == {"href": href}  # type: ignore[index]
     assert _Bodies("n", "T", "t", payloads[0]).spliced and not _Bodies("n", "T", "t", payloads[5]).spliced
-
-
-def test_fan_out_driver_level_insert_stores_what_the_orm_stores(database_url: str) -> None:
-    from sqlalchemy import select
-
-    from vimkit.notify.fanout import _insert_deliveries
-    from vimkit.store.db import Database
-    from vimkit.store.migrate import upgrade
-    from vimkit.store.models import DeliveryRow
-    from vimkit.store.repository import utcnow
-
-    database = Database(database_url)
-    try:
-        upgrade(database)
-        now = utcnow()
-        with database.write() as session:
-            _insert_deliveries(session, [
-                {"subscription_id": "direct", "sequence": sequence, "notification_id": "n", "body": b'{"a": 1}',
-                 "created_at": now, "committed_at_ns": 42} for sequence in (1, 2)])
-            session.add(DeliveryRow(subscription_id="orm", sequence=1, notification_id="n", body=b'{"a": 1}',
-                                    delivered=False, attempts=0, created_at=now, committed_at_ns=42))
-        table = DeliveryRow.__table__
-        with database.read() as session:
-            # The raw column values, as the database holds them (on SQLite the timestamp is text).
-            raw = session.connection().exec_driver_sql(
-                f"SELECT subscription_id, sequence, body, delivered, attempts, created_at, committed_at_ns "
-                f"FROM {table.name} ORDER BY subscription_id, sequence").all()
-            typed = session.execute(select(DeliveryRow.created_at, DeliveryRow.delivered)).all()
-        assert [row[0] for row in raw] == ["direct", "direct", "orm"]
-        assert len({tuple(row[2:]) for row in raw}) == 1, raw  # byte for byte the same values
-        assert all(row.created_at == now and row.delivered is False for row in typed)
-    finally:
-        database.dispose()

@@ -3,15 +3,18 @@
 Loops in the server's event loop:
 
 * **fan-out** (see :mod:`vimkit.notify.fanout`) runs after every commit that emitted
-  notifications and hands the new deliveries to this process's per-subscription queues.
+  notifications, places them in the shared notification log and hands them, numbered per
+  subscription, to this process's per-subscription queues.
 * **scheduling** takes a lease on each subscription with due deliveries (a conditional UPDATE,
   atomic on every backend) and starts one task per leased subscription; tasks for different
   subscriptions run concurrently, each posts its notifications strictly in sequence order.
   Leases let replicas share the subscriptions without sending the same attempt twice, and a
   periodic scan picks up work another replica or a crash left behind.
-* **acknowledgement flushing** records acknowledged deliveries in one transaction every few
-  milliseconds for all subscriptions, renews this replica's leases, and releases finished
-  ones. A crash can re-send only what was acknowledged but not yet recorded.
+* **acknowledgement flushing** records, in one transaction every few milliseconds, the last
+  sequence each subscription acknowledged (and its log position: one row per subscription, not
+  one per notification), renews this replica's leases, and releases finished ones. A crash can
+  re-send only what was acknowledged but not yet recorded; what is not in memory is read back
+  from the log (:func:`vimkit.notify.fanout.replay`).
 
 On failure a subscription backs off exponentially with full jitter; past the give-up horizon it
 is marked FAILING, keeps its pending notifications and keeps being retried at the longest
@@ -31,14 +34,14 @@ from typing import Any
 
 import httpx
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from vimkit.notify.callbacks import TokenCache, auth_headers
-from vimkit.notify.fanout import Pending, fan_out_once
+from vimkit.notify.fanout import Audience, Pending, fan_out_once, prune, replay
 from vimkit.notify.secrets import SecretBox
 from vimkit.notify.transport import CallbackClient, CallbackError
 from vimkit.store.db import Database
-from vimkit.store.models import DeliveryRow, SubscriptionRow
+from vimkit.store.models import SubscriptionRow
 from vimkit.store.repository import utcnow
 
 log = logging.getLogger("vimkit.notify")
@@ -48,7 +51,7 @@ FAILED = Counter("vimkit_notification_delivery_failures_total", "Failed delivery
 FAILING = Gauge("vimkit_subscriptions_failing", "Subscriptions whose deliveries keep failing")
 LATENCY = Histogram(
     "vimkit_notification_latency_seconds",
-    "Fan-out of the change to acknowledgement by the subscriber",
+    "Commit of the change to acknowledgement by the subscriber",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
@@ -61,24 +64,19 @@ _HEADERS = {"Content-Type": "application/json", "Version": "1.0.0"}
 
 
 # The statements of the acknowledgement flush, built once (on the tables: no ORM work per run).
-_DELIVERIES = DeliveryRow.__table__
 _SUBSCRIPTIONS = SubscriptionRow.__table__
+# Acknowledgements only move forward: a replica whose lease ran out may flush after the one that
+# took over recorded more.
 _ACKNOWLEDGED = (
-    update(_DELIVERIES)
-    .where(_DELIVERIES.c.subscription_id == bindparam("sid"),
-           _DELIVERIES.c.sequence.between(bindparam("low"), bindparam("high")),
-           _DELIVERIES.c.delivered.is_(False))
-    .values(delivered=True, delivered_at=bindparam("now"))
+    update(_SUBSCRIPTIONS)
+    .where(_SUBSCRIPTIONS.c.id == bindparam("sid"), _SUBSCRIPTIONS.c.acked_sequence < bindparam("b_seq"))
+    .values(acked_sequence=bindparam("b_seq"), acked_position=bindparam("b_pos"), last_success_at=bindparam("now"),
+            consecutive_failures=0, failing_since=None, state="ACTIVE", next_attempt_at=None)
 )
 _FAILING = select(_SUBSCRIPTIONS.c.id).where(
     _SUBSCRIPTIONS.c.id.in_(bindparam("ids", expanding=True)), _SUBSCRIPTIONS.c.state == "FAILING"
 )
-_SUCCEEDED = (
-    update(_SUBSCRIPTIONS)
-    .where(_SUBSCRIPTIONS.c.id.in_(bindparam("ids", expanding=True)))
-    .values(last_success_at=bindparam("now"), consecutive_failures=0, failing_since=None, state="ACTIVE",
-            next_attempt_at=None)
-)
+_HAS_PENDING = _SUBSCRIPTIONS.c.acked_sequence + 1 < _SUBSCRIPTIONS.c.next_sequence
 
 
 @dataclass(frozen=True)
@@ -104,28 +102,23 @@ class _Target:
     callback_uri: str
     authentication: dict[str, Any] | None
     next_sequence: int
+    audience: Audience
+    # The sequence before next_sequence and its log position: where replay resumes.
+    anchor: tuple[int, int] | None
 
 
 @dataclass
 class _Acks:
-    sequences: dict[str, list[int]] = field(default_factory=dict)  # subscription id -> acknowledged sequences
-    by_subscription: dict[str, str] = field(default_factory=dict)  # id -> api
+    # subscription id -> (last acknowledged sequence, its log position); delivery is in order,
+    # so the last one acknowledged covers all before it.
+    sequences: dict[str, tuple[int, int]] = field(default_factory=dict)
     released: set[str] = field(default_factory=set)
     latencies: list[tuple[str, int]] = field(default_factory=list)  # (api, commit time in ns) per acknowledgement
 
-    def runs(self) -> list[dict[str, object]]:
-        """The acknowledged sequences as contiguous ranges, one UPDATE parameter set each."""
-        found: list[dict[str, object]] = []
-        for subscription_id, sequences in self.sequences.items():
-            sequences.sort()
-            low = previous = sequences[0]
-            for sequence in sequences[1:]:
-                if sequence != previous + 1:
-                    found.append({"sid": subscription_id, "low": low, "high": previous})
-                    low = sequence
-                previous = sequence
-            found.append({"sid": subscription_id, "low": low, "high": previous})
-        return found
+    def acknowledge(self, subscription_id: str, sequence: int, position: int) -> None:
+        known = self.sequences.get(subscription_id)
+        if known is None or known[0] < sequence:
+            self.sequences[subscription_id] = (sequence, position)
 
 
 class Dispatcher:
@@ -147,7 +140,8 @@ class Dispatcher:
         self._schedule_wake = asyncio.Event()
         self._ready: set[str] = set()
         self._queues: dict[str, deque[Pending]] = {}
-        self._expected: dict[str, int] = {}  # next sequence this replica will send, per subscription
+        # Per subscription, the next sequence this replica will send and the anchor before it.
+        self._expected: dict[str, tuple[int, tuple[int, int]]] = {}
         self._active: dict[str, asyncio.Task[None]] = {}
         self._signals: dict[str, asyncio.Event] = {}  # wakes a lingering task when work arrives
         self._acks = _Acks()
@@ -271,12 +265,11 @@ class Dispatcher:
 
     def _due_subscriptions(self) -> set[str]:
         now = utcnow()
-        pending = exists().where(DeliveryRow.subscription_id == SubscriptionRow.id, DeliveryRow.delivered.is_(False))
         with self.database.read() as session:
             return set(
                 session.scalars(
                     select(SubscriptionRow.id).where(
-                        pending,
+                        _HAS_PENDING,
                         or_(SubscriptionRow.next_attempt_at.is_(None), SubscriptionRow.next_attempt_at <= now),
                         or_(
                             SubscriptionRow.lease_until.is_(None),
@@ -310,18 +303,23 @@ class Dispatcher:
                 if result.rowcount != 1:
                     continue
                 row = session.execute(
-                    select(SubscriptionRow.api, SubscriptionRow.callback_uri, SubscriptionRow.authentication)
+                    select(SubscriptionRow.api, SubscriptionRow.callback_uri, SubscriptionRow.authentication,
+                           SubscriptionRow.resource_group_id, SubscriptionRow.all_groups, SubscriptionRow.body,
+                           SubscriptionRow.acked_sequence, SubscriptionRow.acked_position)
                     .where(SubscriptionRow.id == subscription_id)
                 ).one()
-                first = session.scalar(
-                    select(func.min(DeliveryRow.sequence)).where(
-                        DeliveryRow.subscription_id == subscription_id, DeliveryRow.delivered.is_(False)
-                    )
-                )
+                expected = row.acked_sequence + 1
+                # No position: nothing was pending when this row was read.
+                anchor = None if row.acked_position is None else (row.acked_sequence, row.acked_position)
                 # Acknowledged-but-unrecorded deliveries of this replica are not sent again.
-                expected = max(int(first or 0), self._expected.get(subscription_id, 0))
+                mine = self._expected.get(subscription_id)
+                if mine is not None and mine[0] > expected:
+                    expected, anchor = mine
                 authentication = self.box.open(row.authentication) if row.authentication else None
-                targets.append(_Target(subscription_id, row.api, row.callback_uri, authentication, expected))
+                audience = Audience(subscription_id, row.api, row.resource_group_id, row.all_groups, row.body,
+                                    self.settings.base_url)
+                targets.append(_Target(subscription_id, row.api, row.callback_uri, authentication, expected,
+                                       audience, anchor))
         return targets
 
     # -- delivery --------------------------------------------------------------------------
@@ -338,7 +336,7 @@ class Dispatcher:
                     gap = bool(queue) and queue[0].sequence > target.next_sequence
                     if gap or not checked_database:
                         checked_database = True
-                        batch = await asyncio.to_thread(self._reload, sid, target.next_sequence)
+                        batch = await asyncio.to_thread(self._reload, target)
                         if batch:
                             self._queues[sid] = deque(batch + [p for p in (queue or ()) if p.sequence > batch[-1].sequence])
                             continue
@@ -348,7 +346,7 @@ class Dispatcher:
                         await asyncio.wait_for(signal.wait(), _LINGER_SECONDS)
                     except TimeoutError:
                         # Another replica may have fanned out for us: look once more, then let go.
-                        if await asyncio.to_thread(self._reload, sid, target.next_sequence):
+                        if await asyncio.to_thread(self._reload, target):
                             checked_database = False
                             continue
                         self._acks.released.add(sid)
@@ -360,14 +358,10 @@ class Dispatcher:
                     return
                 self._queues[sid].popleft()
                 target.next_sequence = item.sequence + 1
-                self._expected[sid] = target.next_sequence
+                target.anchor = (item.sequence, item.position)
+                self._expected[sid] = (target.next_sequence, target.anchor)
                 acks = self._acks
-                done = acks.sequences.get(sid)
-                if done is None:
-                    acks.sequences[sid] = [item.sequence]
-                    acks.by_subscription[sid] = target.api
-                else:
-                    done.append(item.sequence)
+                acks.sequences[sid] = (item.sequence, item.position)  # in order: always the highest
                 acks.latencies.append((target.api, time.time_ns() - item.committed_ns))
         except asyncio.CancelledError:
             raise
@@ -391,19 +385,21 @@ class Dispatcher:
             return queue[0]
         return None
 
-    def _reload(self, subscription_id: str, from_sequence: int) -> list[Pending]:
+    def _reload(self, target: _Target) -> list[Pending]:
+        """What follows ``target.next_sequence - 1``, numbered again from the log."""
+        if target.anchor is None:
+            # Nothing was pending at the claim; fan-out has anchored the subscription since if
+            # something came, and it is read here.
+            with self.database.read() as session:
+                row = session.execute(
+                    select(SubscriptionRow.acked_sequence, SubscriptionRow.acked_position)
+                    .where(SubscriptionRow.id == target.subscription_id)
+                ).first()
+            if row is None or row.acked_position is None or row.acked_sequence + 1 != target.next_sequence:
+                return []
+            target.anchor = (row.acked_sequence, row.acked_position)
         with self.database.read() as session:
-            rows = session.execute(
-                select(DeliveryRow.sequence, DeliveryRow.body, DeliveryRow.committed_at_ns)
-                .where(
-                    DeliveryRow.subscription_id == subscription_id,
-                    DeliveryRow.delivered.is_(False),
-                    DeliveryRow.sequence >= from_sequence,
-                )
-                .order_by(DeliveryRow.sequence)
-                .limit(_RELOAD_BATCH)
-            ).all()
-        return [Pending(row.sequence, bytes(row.body), row.committed_at_ns) for row in rows]
+            return replay(session.connection(), target.audience, target.anchor, target.next_sequence, _RELOAD_BATCH)
 
     async def _post(self, target: _Target, item: Pending) -> str | None:
         """Send one notification; None when acknowledged (2xx), else why it failed."""
@@ -453,10 +449,8 @@ class Dispatcher:
 
     def _return_acks(self, acks: _Acks) -> None:
         """Put back acknowledgements a failed transaction did not record (event loop only)."""
-        for subscription_id, sequences in acks.sequences.items():
-            self._acks.sequences.setdefault(subscription_id, []).extend(sequences)
-        for subscription_id, api in acks.by_subscription.items():
-            self._acks.by_subscription.setdefault(subscription_id, api)
+        for subscription_id, (sequence, position) in acks.sequences.items():
+            self._acks.acknowledge(subscription_id, sequence, position)
         self._acks.released |= acks.released
 
     def _flush(self, acks: _Acks, final: bool, active: frozenset[str] = frozenset()) -> None:
@@ -469,16 +463,17 @@ class Dispatcher:
             return
         with self.database.write() as session:
             connection = session.connection()
-            if acks.sequences:
-                # Per subscription, what was acknowledged is a run of consecutive sequences: one
-                # range per subscription instead of one parameter per notification.
-                connection.execute(_ACKNOWLEDGED, [{**run, "now": now} for run in acks.runs()])
-            if acks.by_subscription and self.alarms is not None:
-                recovered = connection.execute(_FAILING, {"ids": sorted(acks.by_subscription)}).scalars().all()
+            if acks.sequences and self.alarms is not None:
+                recovered = connection.execute(_FAILING, {"ids": sorted(acks.sequences)}).scalars().all()
                 for subscription_id in recovered:
                     self.alarms.subscription_recovered(session, subscription_id)
-            if acks.by_subscription:
-                connection.execute(_SUCCEEDED, {"ids": sorted(acks.by_subscription), "now": now})
+            if acks.sequences:
+                # One row per subscription however many it acknowledged; sorted, so that
+                # concurrent writers lock subscription rows in one order (no deadlock).
+                connection.execute(_ACKNOWLEDGED, [
+                    {"sid": sid, "b_seq": sequence, "b_pos": position, "now": now}
+                    for sid, (sequence, position) in sorted(acks.sequences.items())
+                ])
             mine = SubscriptionRow.lease_owner == self.replica_id
             if final:
                 session.execute(update(SubscriptionRow).where(mine).values(lease_owner=None, lease_until=None))
@@ -501,12 +496,6 @@ class Dispatcher:
             subscription = session.scalar(select(SubscriptionRow).where(SubscriptionRow.id == subscription_id))
             if subscription is None:
                 return
-            if sequence is not None:
-                session.execute(
-                    update(DeliveryRow)
-                    .where(DeliveryRow.subscription_id == subscription_id, DeliveryRow.sequence == sequence)
-                    .values(attempts=DeliveryRow.attempts + 1)
-                )
             failures = subscription.consecutive_failures + 1
             delay = min(self.settings.backoff_cap, self.settings.backoff_base * 2 ** min(failures - 1, 30))
             delay *= random.uniform(0.5, 1.0)
@@ -527,9 +516,7 @@ class Dispatcher:
         FAILED.labels(api).inc()
 
     def _housekeeping(self) -> None:
-        cutoff = utcnow() - timedelta(seconds=self.settings.retention_seconds)
-        with self.database.write() as session:
-            session.execute(delete(DeliveryRow).where(and_(DeliveryRow.delivered.is_(True), DeliveryRow.delivered_at < cutoff)))
+        prune(self.database, utcnow() - timedelta(seconds=self.settings.retention_seconds))
         with self.database.read() as session:
             failing = session.scalar(select(func.count()).select_from(SubscriptionRow).where(SubscriptionRow.state == "FAILING"))
         FAILING.set(int(failing or 0))

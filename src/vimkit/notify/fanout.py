@@ -1,38 +1,47 @@
-"""Fan-out: turn committed outbox rows into numbered deliveries, one per matching subscription.
+"""Fan-out: give committed outbox rows their place in the notification log and number them for
+each matching subscription.
+
+The outbox row itself becomes the log entry (``position``); nothing is written per subscriber
+except its ``next_sequence``. A subscription's n-th notification is the n-th log entry its
+filter matches after its acknowledged anchor (``acked_sequence`` at ``acked_position``), so
+the numbering can be recomputed from the log at any time (:func:`replay`) and is the same as the
+one fan-out hands to the delivery loop in memory. Subscriptions are never modified, only
+created and deleted, so matching a log entry gives the same answer whenever it is done.
 
 Runs in one write transaction per batch. On PostgreSQL a transaction-level advisory lock lets
-one replica at a time do it, so the per-subscription sequences never collide; on SQLite the
+one replica at a time do it, so positions and sequences never collide; on SQLite the
 process-wide write lock already serialises it.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, insert, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy.engine import Connection
 
 from vimkit.notify.filters import matches
 from vimkit.store.db import Database
-from vimkit.store.models import DeliveryRow, OutboxRow, SubscriptionRow
-from vimkit.store.repository import utcnow
+from vimkit.store.models import OutboxRow, SubscriptionRow
 
 FANOUT_LOCK_KEY = 0x76696D6B  # "vimk"
 BATCH = 500
+_SCAN = 500
 
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A delivery written by fan-out, handed to the delivery loop without reading it back.
-
-    A delivery is identified by its subscription and ``sequence`` (unique together).
-    """
+    """A notification for one subscription: its ``sequence``, the JSON to post, when the change
+    was committed (for the latency metric) and its log ``position`` (what an acknowledgement
+    records, so that the numbering can resume from there)."""
 
     sequence: int
     body: bytes
     committed_ns: int
+    position: int
 
 
 _HEADER_KEYS = frozenset({"id", "notificationType", "subscriptionId", "timeStamp", "sequence", "_links"})
@@ -82,51 +91,72 @@ class _Bodies:
                          link_part))
 
 
-_COLUMNS = ("subscription_id", "sequence", "notification_id", "body", "delivered", "attempts", "created_at",
-            "committed_at_ns")
+class Audience:
+    """What fan-out and replay need of a subscription to match log entries and build bodies."""
+
+    __slots__ = ("id", "api", "group", "all_groups", "filter", "href", "subscription_part", "link_part")
+
+    def __init__(self, subscription_id: str, api: str, group: str, all_groups: bool, body: dict[str, Any],
+                 base_url: str) -> None:
+        self.id = subscription_id
+        self.api = api
+        self.group = group
+        self.all_groups = all_groups
+        self.filter = body.get("filter") or {}
+        self.href = f"{base_url}/{api}/v1/subscriptions/{subscription_id}"
+        self.subscription_part = b',"subscriptionId":' + orjson.dumps(subscription_id)
+        self.link_part = b'"subscription":{"href":' + orjson.dumps(self.href) + b"}}}"
+
+    def wants(self, event: Any) -> bool:
+        if event.subscription_id is not None:  # carried over by migration 0015, for one subscription
+            return bool(event.subscription_id == self.id)
+        if event.api != self.api:
+            return False
+        if not self.all_groups and event.audience is not None and self.group not in event.audience:
+            return False
+        return matches(self.filter, event.facets)
+
+    def body(self, bodies: _Bodies, sequence: int) -> bytes:
+        return bodies.body(self.id, sequence, self.href, self.subscription_part, self.link_part)
 
 
-def _insert_deliveries(session: Session, rows: list[dict[str, object]]) -> None:
-    """One executemany straight to the driver: the deliveries are known by (subscription,
-    sequence), so no ids are read back, and the values are already what the driver takes except
-    the timestamp, shared by the batch and converted once (SQLAlchemy's per-row parameter
-    processing was a tenth of a delivery worker's time)."""
-    connection = session.connection()
-    dialect = connection.dialect
-    table = DeliveryRow.__table__
-    marker = "?" if dialect.paramstyle == "qmark" else "%s"
-    if dialect.paramstyle not in ("qmark", "format", "pyformat"):
-        session.execute(insert(table), rows)
-        return
-    convert = table.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
-    created = rows[0]["created_at"]
-    created = convert(created) if convert else created
-    statement = f"INSERT INTO {table.name} ({', '.join(_COLUMNS)}) VALUES ({', '.join([marker] * len(_COLUMNS))})"
-    connection.exec_driver_sql(statement, [
-        (row["subscription_id"], row["sequence"], row["notification_id"], row["body"], False, 0, created,
-         row["committed_at_ns"]) for row in rows
-    ])
+def _stamp(event: Any) -> tuple[str, int]:
+    """The notification's timeStamp (the change's time, the same in fan-out and replay) and ns."""
+    created = event.created_at
+    return created.isoformat().replace("+00:00", "Z"), int(created.timestamp() * 1e9)
+
+
+def _bodies(event: Any) -> _Bodies:
+    return _Bodies(event.id, event.notification_type, _stamp(event)[0], event.payload)
 
 
 # Built once: statements on the tables (not the mapped classes) skip the ORM's per-execution work
 # and keep their cache key, which mattered at one fan-out per commit.
 _OUTBOX = OutboxRow.__table__
 _SUBSCRIPTIONS = SubscriptionRow.__table__
-_ANY_EVENT = select(_OUTBOX.c.seq).limit(1)
-_EVENTS = select(
-    _OUTBOX.c.seq, _OUTBOX.c.id, _OUTBOX.c.api, _OUTBOX.c.notification_type, _OUTBOX.c.audience, _OUTBOX.c.facets,
-    _OUTBOX.c.payload,
-).order_by(_OUTBOX.c.seq).limit(BATCH)
+_COLUMNS = (_OUTBOX.c.seq, _OUTBOX.c.id, _OUTBOX.c.api, _OUTBOX.c.notification_type, _OUTBOX.c.audience,
+            _OUTBOX.c.facets, _OUTBOX.c.payload, _OUTBOX.c.created_at, _OUTBOX.c.subscription_id)
+_ANY_EVENT = select(_OUTBOX.c.seq).where(_OUTBOX.c.fanned_out.is_(False)).limit(1)
+_EVENTS = select(*_COLUMNS).where(_OUTBOX.c.fanned_out.is_(False)).order_by(_OUTBOX.c.seq).limit(BATCH)
+_TOP = select(func.max(_OUTBOX.c.position))
 _MATCHING = select(
     _SUBSCRIPTIONS.c.id, _SUBSCRIPTIONS.c.api, _SUBSCRIPTIONS.c.resource_group_id, _SUBSCRIPTIONS.c.all_groups,
     _SUBSCRIPTIONS.c.body, _SUBSCRIPTIONS.c.next_sequence,
 ).where(_SUBSCRIPTIONS.c.api.in_(bindparam("apis", expanding=True))).order_by(_SUBSCRIPTIONS.c.seq)
-_SET_NEXT = update(_SUBSCRIPTIONS).where(_SUBSCRIPTIONS.c.id == bindparam("sid")).values(next_sequence=bindparam("nxt"))
-_DONE = delete(_OUTBOX).where(_OUTBOX.c.seq.in_(bindparam("seqs", expanding=True)))
+_PLACE = (update(_OUTBOX).where(_OUTBOX.c.seq == bindparam("s"))
+          .values(fanned_out=True, position=bindparam("p")))
+# A subscription with nothing pending has no anchor (None); it gets one just before its first match.
+_SET_NEXT = (update(_SUBSCRIPTIONS).where(_SUBSCRIPTIONS.c.id == bindparam("sid"))
+             .values(next_sequence=bindparam("nxt"),
+                     acked_position=func.coalesce(_SUBSCRIPTIONS.c.acked_position, bindparam("anchor"))))
+_LOG = select(*_COLUMNS, _OUTBOX.c.position, _OUTBOX.c.body).where(
+    _OUTBOX.c.position > bindparam("after"),
+    _OUTBOX.c.api == bindparam("api"),  # carried-over entries have their subscription's api too
+).order_by(_OUTBOX.c.position).limit(_SCAN)
 
 
 def fan_out_once(database: Database, base_url: str) -> tuple[dict[str, list[Pending]], bool]:
-    """One batch; returns the new deliveries per subscription and whether more rows wait."""
+    """One batch; returns the new notifications per subscription and whether more rows wait."""
     produced: dict[str, list[Pending]] = {}
     # A read first: on SQLite it never waits, while a write transaction takes the database lock
     # that the API (and, with delivery workers, the other processes) need.
@@ -135,54 +165,92 @@ def fan_out_once(database: Database, base_url: str) -> tuple[dict[str, list[Pend
             return produced, False
     with database.write() as session:
         connection = session.connection()
-        if database.dialect == "postgresql":
-            locked = connection.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": FANOUT_LOCK_KEY})
-            if not locked.scalar():
-                return produced, False
+        if database.dialect == "postgresql" and not _try_lock(connection):
+            return produced, False
         events = connection.execute(_EVENTS).all()
         if not events:
             return produced, False
+        top = int(connection.execute(_TOP).scalar() or 0)
         apis = sorted({event.api for event in events})
         subscriptions = connection.execute(_MATCHING, {"apis": apis}).all()
+        audiences = [Audience(sub.id, sub.api, sub.resource_group_id, sub.all_groups, sub.body, base_url)
+                     for sub in subscriptions]
         next_sequence = {sub.id: sub.next_sequence for sub in subscriptions}
-        now = utcnow()
-        now_ns = time.time_ns()
-        stamp = now.isoformat().replace("+00:00", "Z")
-        rows: list[dict[str, object]] = []
-        parts: dict[str, tuple[str, bytes, bytes]] = {}
-        for sub in subscriptions:
-            href = f"{base_url}/{sub.api}/v1/subscriptions/{sub.id}"
-            parts[sub.id] = (href, b',"subscriptionId":' + orjson.dumps(sub.id),
-                             b'"subscription":{"href":' + orjson.dumps(href) + b"}}}")
-        for event in events:
+        anchors: dict[str, int] = {}
+        placed = []
+        for offset, event in enumerate(events):
+            position = top + 1 + offset
+            placed.append({"s": event.seq, "p": position})
+            stamp, committed_ns = _stamp(event)
             bodies = _Bodies(event.id, event.notification_type, stamp, event.payload)
-            for sub in subscriptions:
-                if sub.api != event.api:
-                    continue
-                if not sub.all_groups and event.audience is not None and sub.resource_group_id not in event.audience:
-                    continue
-                if not matches(sub.body.get("filter") or {}, event.facets):
+            for sub in audiences:
+                if not sub.wants(event):
                     continue
                 sequence = next_sequence[sub.id]
                 next_sequence[sub.id] = sequence + 1
-                href, subscription_part, link_part = parts[sub.id]
-                rows.append({
-                    "subscription_id": sub.id,
-                    "sequence": sequence,
-                    "notification_id": event.id,
-                    "body": bodies.body(sub.id, sequence, href, subscription_part, link_part),
-                    "delivered": False,
-                    "attempts": 0,
-                    "created_at": now,
-                    "committed_at_ns": now_ns,
-                })
-        if rows:
-            _insert_deliveries(session, rows)
-            for row in rows:
-                produced.setdefault(str(row["subscription_id"]), []).append(
-                    Pending(int(row["sequence"]), row["body"], now_ns)  # type: ignore[arg-type]
-                )
+                anchors.setdefault(sub.id, position - 1)
+                produced.setdefault(sub.id, []).append(Pending(sequence, sub.body(bodies, sequence), committed_ns, position))
+        connection.execute(_PLACE, placed)
+        if produced:
             # Sorted, so that concurrent writers lock subscription rows in one order (no deadlock).
-            connection.execute(_SET_NEXT, [{"sid": sid, "nxt": next_sequence[sid]} for sid in sorted(produced)])
-        connection.execute(_DONE, {"seqs": [event.seq for event in events]})
+            connection.execute(_SET_NEXT, [{"sid": sid, "nxt": next_sequence[sid], "anchor": anchors[sid]}
+                                           for sid in sorted(produced)])
     return produced, len(events) == BATCH
+
+
+def _try_lock(connection: Connection) -> bool:
+    locked = connection.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": FANOUT_LOCK_KEY})
+    return bool(locked.scalar())
+
+
+def replay(connection: Connection, audience: Audience, anchor: tuple[int, int], from_sequence: int,
+           limit: int) -> list[Pending]:
+    """Up to ``limit`` notifications of ``audience`` numbered ``from_sequence`` on, read back
+    from the log: counting its matches after ``anchor`` (a sequence and the log position of that
+    notification, e.g. the acknowledged ones) gives each its sequence."""
+    sequence, after = anchor
+    found: list[Pending] = []
+    while len(found) < limit:
+        rows = connection.execute(_LOG, {"after": after, "api": audience.api}).all()
+        for event in rows:
+            after = event.position
+            if not audience.wants(event):
+                continue
+            sequence += 1
+            if sequence < from_sequence:
+                continue
+            if event.body is not None:
+                body = bytes(event.body)
+            else:
+                body = audience.body(_bodies(event), sequence)
+            found.append(Pending(sequence, body, _stamp(event)[1], event.position))
+            if len(found) >= limit:
+                break
+        if len(rows) < _SCAN:
+            break
+    return found
+
+
+# Per API, the lowest anchor of a subscription with something pending: the log before it is
+# needed by nobody. A subscription with nothing pending needs none of the log there is (what
+# it will match has not been fanned out yet), whatever its anchor.
+_NEEDED_FROM = (select(_SUBSCRIPTIONS.c.api, func.min(_SUBSCRIPTIONS.c.acked_position))
+                .where(_SUBSCRIPTIONS.c.acked_sequence + 1 < _SUBSCRIPTIONS.c.next_sequence)
+                .group_by(_SUBSCRIPTIONS.c.api))
+
+
+def prune(database: Database, older_than: datetime) -> int:
+    """Delete log entries every subscription is past and created before ``older_than``."""
+    removed = 0
+    with database.write() as session:
+        connection = session.connection()
+        # Under the fan-out lock: no subscription can get something pending meanwhile.
+        if database.dialect == "postgresql" and not _try_lock(connection):
+            return 0
+        bounds = {api: int(bound or 0) for api, bound in connection.execute(_NEEDED_FROM)}
+        old = _OUTBOX.c.fanned_out.is_(True) & (_OUTBOX.c.created_at < older_than)
+        removed += connection.execute(delete(_OUTBOX).where(old, _OUTBOX.c.api.not_in(sorted(bounds)))).rowcount
+        for api, bound in sorted(bounds.items()):
+            removed += connection.execute(
+                delete(_OUTBOX).where(old, _OUTBOX.c.api == api, _OUTBOX.c.position <= bound)).rowcount
+    return removed

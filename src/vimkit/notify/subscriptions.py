@@ -20,7 +20,7 @@ from vimkit.notify.filters import SubscriptionFilter, validate_filter
 from vimkit.notify.secrets import SecretBox
 from vimkit.store.db import Database
 from vimkit.store.filter_sql import FilterSchema
-from vimkit.store.models import DeliveryRow, SubscriptionRow
+from vimkit.store.models import SubscriptionRow
 from vimkit.store.repository import (
     Page,
     PageRequest,
@@ -98,6 +98,9 @@ class Subscription(BaseModel):
     links: SubscriptionLinks | None = Field(None, alias="_links")
     deliveryStatus: DeliveryStatus | None = None
 
+
+# Sequences are handed out without gaps and acknowledged in order: what is pending is the difference.
+_PENDING = SubscriptionRow.next_sequence - 1 - SubscriptionRow.acked_sequence
 
 SUBSCRIPTION_SCHEMA = FilterSchema.from_model(
     Subscription, SubscriptionRow.body, columns={"id": SubscriptionRow.id, "callbackUri": SubscriptionRow.callback_uri}
@@ -200,12 +203,7 @@ class SubscriptionService:
     def get_with_pending(self, principal: Principal, api: str, subscription_id: str) -> tuple[SubscriptionRow, int]:
         """The subscription and its pending count read by one statement, so that the delivery
         status never mixes two moments (e.g. nothing pending but the failures not yet reset)."""
-        pending = (
-            select(func.count())
-            .where(DeliveryRow.subscription_id == SubscriptionRow.id, DeliveryRow.delivered.is_(False))
-            .correlate(SubscriptionRow)
-            .scalar_subquery()
-        )
+        pending = _PENDING
         visibility = visibility_of(principal)
         with self.database.read() as session:
             found = session.execute(
@@ -231,8 +229,9 @@ class SubscriptionService:
             row = get_document(session, SubscriptionRow, subscription_id, visibility_of(principal), for_update=True)
             if row is None or row.api != api:
                 raise not_found("subscription", subscription_id)
+            # Its notifications are log entries shared with the other subscriptions: pruning
+            # removes them once nobody needs them.
             session.delete(row)
-            session.execute(DeliveryRow.__table__.delete().where(DeliveryRow.subscription_id == subscription_id))
         self._changed()
 
     def pending_counts(self, subscription_ids: list[str]) -> dict[str, int]:
@@ -240,11 +239,9 @@ class SubscriptionService:
             return {}
         with self.database.read() as session:
             rows = session.execute(
-                select(DeliveryRow.subscription_id, func.count())
-                .where(DeliveryRow.subscription_id.in_(subscription_ids), DeliveryRow.delivered.is_(False))
-                .group_by(DeliveryRow.subscription_id)
+                select(SubscriptionRow.id, _PENDING).where(SubscriptionRow.id.in_(subscription_ids))
             )
-            return {subscription_id: int(count) for subscription_id, count in rows}
+            return {subscription_id: int(count) for subscription_id, count in rows if count}
 
     def _changed(self) -> None:
         for hook in self.changed:

@@ -15,7 +15,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
-    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -143,6 +142,11 @@ class SubscriptionRow(DocumentMixin, Base):
     authentication: Mapped[str | None] = mapped_column(String(8192))
     state: Mapped[str] = mapped_column(String(16), nullable=False, default="ACTIVE")
     next_sequence: Mapped[int] = mapped_column(BigInteger, nullable=False, default=1)
+    # Delivery progress without a row per delivery: the last acknowledged sequence and the log
+    # position of that notification. Position None: nothing pending since the subscription
+    # was last matched (fan-out anchors it when it next matches).
+    acked_sequence: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    acked_position: Mapped[int | None] = mapped_column(BigInteger)
     last_success_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(String(1024))
     last_error_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -155,7 +159,10 @@ class SubscriptionRow(DocumentMixin, Base):
 
 
 class OutboxRow(Base):
-    """A notification written in the same transaction as the change that caused it."""
+    """A notification written in the same transaction as the change that caused it, and then
+    the shared notification log: fan-out gives it a ``position`` (the order every subscription
+    sees it in) instead of copying it once per subscriber. A subscription's ``sequence`` numbers
+    are recomputed from its acknowledged anchor by matching its filter along the log."""
 
     __tablename__ = "notification_outbox"
 
@@ -169,27 +176,11 @@ class OutboxRow(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JsonDocument, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     fanned_out: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, index=True)
-
-
-class DeliveryRow(Base):
-    """One notification for one subscription, numbered by the subscription's sequence."""
-
-    __tablename__ = "notification_deliveries"
-    __table_args__ = (
-        UniqueConstraint("subscription_id", "sequence", name="uq_delivery_subscription_sequence"),
-        Index("ix_delivery_pending", "subscription_id", "delivered", "sequence"),
-    )
-
-    seq: Mapped[int] = mapped_column(SeqInteger, primary_key=True, autoincrement=True)
-    subscription_id: Mapped[str] = mapped_column(String(64), nullable=False)
-    sequence: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    notification_id: Mapped[str] = mapped_column(String(64), nullable=False)
-    body: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
-    delivered: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
-    committed_at_ns: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    position: Mapped[int | None] = mapped_column(BigInteger, index=True, unique=True)
+    # Deliveries pending when migration 0015 replaced per-delivery rows: meant for one
+    # subscription only, with the body it was going to receive.
+    subscription_id: Mapped[str | None] = mapped_column(String(64))
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class HostStateRow(Base):
