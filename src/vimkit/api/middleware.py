@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import secrets
@@ -27,6 +28,10 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 _VERSION_RE = re.compile(r"^(\d{1,4})\.(\d{1,4})\.(\d{1,4})$")
 _SUPPORTED = tuple(int(part) for part in API_VERSION.split("."))
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+# Generated ids: a random prefix per process and a counter, unique across processes and restarts
+# without reading the system's random source on every request.
+_ID_PREFIX = secrets.token_hex(4)
+_ID_COUNTER = itertools.count(1)
 
 
 class _BodyTooLarge(StarletteHTTPException):
@@ -65,7 +70,7 @@ class ConventionsMiddleware:
             return
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         given_id = headers.get("x-request-id", "")
-        request_id = given_id if _REQUEST_ID_RE.match(given_id) else secrets.token_hex(8)
+        request_id = given_id if given_id and _REQUEST_ID_RE.match(given_id) else f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status_holder = [0]
