@@ -257,3 +257,26 @@ def test_unknown_query_parameter_is_400(sqlite_vim: RunningServer) -> None:
     with sqlite_vim.client() as api:
         assert_problem(api.get("/compute/v1/flavours", params={"colour": "red"}), 400, "colour")
         assert_problem(api.get("/compute/v1/flavours/m1.small", params={"filter": "(eq,a,b)"}), 400, "filter")
+
+
+def test_concurrent_creations_share_commits_but_not_outcomes(vim: RunningServer) -> None:
+    """Creations committed together (group commit) still answer one by one: a duplicate is a 409
+    for that request alone, and each flavour that exists is deletable with its own ETag."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = [f"cc-{index}" for index in range(12)] + ["cc-0", "cc-1", "cc-1"]
+
+    def create(flavour_id: str) -> tuple[str, int, str | None]:
+        with vim.client() as api:
+            response = api.post("/compute/v1/flavours", json=flavour(flavour_id))
+            return flavour_id, response.status_code, response.headers.get("etag")
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(create, ids))
+    created = {flavour_id: etag for flavour_id, status, etag in outcomes if status == 201}
+    assert sorted(created) == sorted(set(ids))
+    assert sorted(status for _id, status, _etag in outcomes if status != 201) == [409, 409, 409]
+    with vim.client() as api:
+        for flavour_id, etag in created.items():
+            assert api.delete(f"/compute/v1/flavours/{flavour_id}", headers={"If-Match": etag}).status_code == 204
+        assert_problem(api.delete("/compute/v1/flavours/cc-0"), 404)

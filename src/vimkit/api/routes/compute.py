@@ -44,8 +44,7 @@ async def create_flavour(
     request: Request,
     principal: Principal = Depends(current_principal),
 ) -> Response:
-    service = request.app.state.services.flavours
-    row = await run_in_threadpool(service.create, principal, body)
+    row = await request.app.state.services.flavours.create(principal, body)
     document = _flavour_document(request, row.body)
     return document_response(request, row, document, 201, document["_links"]["self"]["href"])
 
@@ -103,5 +102,5 @@ async def delete_flavour(
     if_match: str | None = Header(None, alias="If-Match"),
     principal: Principal = Depends(current_principal),
 ) -> Response:
-    await run_in_threadpool(request.app.state.services.flavours.delete, principal, flavourId, if_match)
+    await request.app.state.services.flavours.delete(principal, flavourId, if_match)
     return Response(status_code=204)
