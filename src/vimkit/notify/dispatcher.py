@@ -77,6 +77,11 @@ _FAILING = select(_SUBSCRIPTIONS.c.id).where(
     _SUBSCRIPTIONS.c.id.in_(bindparam("ids", expanding=True)), _SUBSCRIPTIONS.c.state == "FAILING"
 )
 _HAS_PENDING = _SUBSCRIPTIONS.c.acked_sequence + 1 < _SUBSCRIPTIONS.c.next_sequence
+_MINE = _SUBSCRIPTIONS.c.lease_owner == bindparam("owner")
+_RELEASE_ALL = update(_SUBSCRIPTIONS).where(_MINE).values(lease_owner=None, lease_until=None)
+_RELEASE = (update(_SUBSCRIPTIONS).where(_SUBSCRIPTIONS.c.id.in_(bindparam("ids", expanding=True)), _MINE)
+            .values(lease_owner=None, lease_until=None))
+_RENEW = update(_SUBSCRIPTIONS).where(_MINE).values(lease_until=bindparam("until"))
 
 
 @dataclass(frozen=True)
@@ -474,20 +479,14 @@ class Dispatcher:
                     {"sid": sid, "b_seq": sequence, "b_pos": position, "now": now}
                     for sid, (sequence, position) in sorted(acks.sequences.items())
                 ])
-            mine = SubscriptionRow.lease_owner == self.replica_id
             if final:
-                session.execute(update(SubscriptionRow).where(mine).values(lease_owner=None, lease_until=None))
+                connection.execute(_RELEASE_ALL, {"owner": self.replica_id})
             elif released:
-                session.execute(
-                    update(SubscriptionRow).where(SubscriptionRow.id.in_(released), mine)
-                    .values(lease_owner=None, lease_until=None)
-                )
+                connection.execute(_RELEASE, {"ids": sorted(released), "owner": self.replica_id})
             if renew:
                 self._last_renew = time.monotonic()
-                session.execute(
-                    update(SubscriptionRow).where(mine)
-                    .values(lease_until=now + timedelta(seconds=self.settings.lease_seconds))
-                )
+                connection.execute(_RENEW, {"owner": self.replica_id,
+                                            "until": now + timedelta(seconds=self.settings.lease_seconds)})
 
     def _record_failure(self, acks: _Acks, subscription_id: str, sequence: int | None, reason: str) -> None:
         self._flush(acks, False, frozenset())  # what was acknowledged is recorded before the lease goes
