@@ -37,7 +37,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import bindparam, func, or_, select, update
 
 from vimkit.notify.callbacks import TokenCache, auth_headers
-from vimkit.notify.fanout import Audience, Pending, fan_out_once, prune, replay
+from vimkit.notify.fanout import Audience, Pending, execute_many, fan_out_once, prune, replay
 from vimkit.notify.secrets import SecretBox
 from vimkit.notify.transport import CallbackClient, CallbackError
 from vimkit.store.db import Database
@@ -475,8 +475,11 @@ class Dispatcher:
             if acks.sequences:
                 # One row per subscription however many it acknowledged; sorted, so that
                 # concurrent writers lock subscription rows in one order (no deadlock).
-                connection.execute(_ACKNOWLEDGED, [
-                    {"sid": sid, "b_seq": sequence, "b_pos": position, "now": now}
+                convert = _SUBSCRIPTIONS.c.last_success_at.type.dialect_impl(connection.dialect).bind_processor(
+                    connection.dialect)
+                stamp = convert(now) if convert else now
+                execute_many(connection, _ACKNOWLEDGED, [
+                    {"sid": sid, "b_seq": sequence, "b_pos": position, "now": stamp}
                     for sid, (sequence, position) in sorted(acks.sequences.items())
                 ])
             if final:
