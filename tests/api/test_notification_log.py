@@ -181,3 +181,25 @@ def test_migration_matches_the_models() -> None:
     mine = ("notification_outbox", "subscriptions", "notification_deliveries")
     assert [change for change in diff if any(f"'{name}'" in repr(change) or f"{name}." in repr(change)
                                              for name in mine)] == []
+
+
+def test_latencies_observed_together_are_observed_one_by_one() -> None:
+    import random
+
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from vimkit.notify.dispatcher import _observe_all
+
+    buckets = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+    one, together = CollectorRegistry(), CollectorRegistry()
+    single = Histogram("lat", "l", buckets=buckets, registry=one)
+    batch = Histogram("lat", "l", buckets=buckets, registry=together)
+    values = [random.choice([0.0, 0.005, 0.0051, 0.25, 30.0, 31.0, 1e9, random.random() * 40]) for _ in range(2000)]
+    for value in values:
+        single.observe(value)
+    _observe_all(batch, values)
+
+    def exposition(registry: CollectorRegistry) -> list[str]:
+        return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+
+    assert exposition(one) == exposition(together)

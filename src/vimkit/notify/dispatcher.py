@@ -27,6 +27,7 @@ import asyncio
 import logging
 import random
 import time
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -82,6 +83,25 @@ _RELEASE_ALL = update(_SUBSCRIPTIONS).where(_MINE).values(lease_owner=None, leas
 _RELEASE = (update(_SUBSCRIPTIONS).where(_SUBSCRIPTIONS.c.id.in_(bindparam("ids", expanding=True)), _MINE)
             .values(lease_owner=None, lease_until=None))
 _RENEW = update(_SUBSCRIPTIONS).where(_MINE).values(lease_until=bindparam("until"))
+
+
+def _observe_all(histogram: Histogram, values: list[float]) -> None:
+    """``histogram.observe`` for each value, with one increment per bucket instead of one lock
+    and bucket search per notification (a twentieth of a delivery worker's time at thousands per
+    second). Falls back on ``observe`` should prometheus_client's internals change."""
+    try:
+        bounds, buckets, total = histogram._upper_bounds, histogram._buckets, histogram._sum  # type: ignore[attr-defined]
+    except AttributeError:
+        for value in values:
+            histogram.observe(value)
+        return
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect_left(bounds, value)] += 1  # the last bound is +Inf
+    total.inc(sum(values))
+    for index, count in enumerate(counts):
+        if count:
+            buckets[index].inc(count)
 
 
 @dataclass(frozen=True)
@@ -444,9 +464,9 @@ class Dispatcher:
         acks, self._acks = self._acks, _Acks()
         if acks.latencies:  # the metrics, once per batch rather than once per notification
             counts: dict[str, int] = {}
-            for api, elapsed_ns in acks.latencies:
+            for api, _elapsed in acks.latencies:
                 counts[api] = counts.get(api, 0) + 1
-                LATENCY.observe(max(0.0, elapsed_ns / 1e9))
+            _observe_all(LATENCY, [max(0.0, elapsed_ns / 1e9) for _api, elapsed_ns in acks.latencies])
             for api, count in counts.items():
                 DELIVERED.labels(api).inc(count)
             acks.latencies = []
