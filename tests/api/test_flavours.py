@@ -280,3 +280,48 @@ def test_concurrent_creations_share_commits_but_not_outcomes(vim: RunningServer)
         for flavour_id, etag in created.items():
             assert api.delete(f"/compute/v1/flavours/{flavour_id}", headers={"If-Match": etag}).status_code == 204
         assert_problem(api.delete("/compute/v1/flavours/cc-0"), 404)
+
+
+def test_a_batch_failing_after_a_write_is_retried_write_by_write(database_url: str) -> None:
+    """Flavour writes share transactions without savepoints: a refusal writes nothing, and any
+    other failure rolls the batch back and runs its writes alone, so only the faulty one fails."""
+    import asyncio
+
+    from sqlalchemy import select, text
+
+    from vimkit.api.problems import ApiError
+    from vimkit.domain.flavours import _Commits
+    from vimkit.store.db import Database
+    from vimkit.store.migrate import upgrade
+    from vimkit.store.models import FlavourRow
+
+    database = Database(database_url)
+    upgrade(database)
+    commits = _Commits(database)
+
+    def insert(flavour_id: str, fail: BaseException | None = None):
+        def work(session):
+            if isinstance(fail, ApiError):
+                raise fail
+            session.execute(text("INSERT INTO flavours (id, resource_group_id, created_at, updated_at, version, "
+                                 "body, is_public) VALUES (:id, 'g', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 1, '{}', "
+                                 ":public)"), {"id": flavour_id, "public": True})
+            if fail is not None:
+                raise fail
+            return flavour_id
+        return work
+
+    async def batch() -> list[object]:
+        return await asyncio.gather(
+            commits.run(insert("ok-1")), commits.run(insert("refused", ApiError(409, "no"))),
+            commits.run(insert("broken", RuntimeError("after writing"))), commits.run(insert("ok-2")),
+            return_exceptions=True)
+
+    try:
+        outcomes = asyncio.run(batch())
+        assert outcomes[0] == "ok-1" and outcomes[3] == "ok-2"
+        assert isinstance(outcomes[1], ApiError) and isinstance(outcomes[2], RuntimeError)
+        with database.read() as session:
+            assert sorted(session.scalars(select(FlavourRow.id))) == ["ok-1", "ok-2"]
+    finally:
+        database.dispose()
