@@ -40,6 +40,13 @@ import httpx
 ADMIN = ("bench-admin", "bench-admin-secret-0123456789")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far: per request, a figure that a shared machine's
+    load moves far less than requests per second."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -192,9 +199,12 @@ def main() -> None:
             if use_wrk:
                 script = data_dir / "ports.lua"
                 script.write_text(f"wrk.body = '{{\"networkId\": \"{network_id}\"}}'\n" + WRK_POST)
+                cpu_before = cpu_seconds(server.pid)
                 result = drive_wrk(f"{base_url}/network/v1/ports", token, args.seconds, args.concurrency, script)
             else:
+                cpu_before = cpu_seconds(server.pid)
                 result = asyncio.run(create_ports(base_url, token, network_id, args.ports, args.concurrency))
+            server_cpu = cpu_seconds(server.pid) - cpu_before
             with httpx.Client(base_url=base_url, headers=headers, timeout=60) as api:
                 time.sleep(1)  # requests wrk left in flight when it stopped
                 stored = check_ports(api)
@@ -206,6 +216,8 @@ def main() -> None:
                   f"p99 {result['p99_ms']:.1f} ms, errors {result['errors']}; "
                   f"{stored['stored']} ports stored, all ALLOCATED: {stored['allocated']}, "
                   f"addresses and MACs unique: {stored['unique']}")
+            print(f"server CPU: {1000 * server_cpu / max(result['answered'], 1):.2f} ms per port, "
+                  f"{100 * server_cpu / result['seconds']:.0f} % of one core")
             if result["first_error"]:
                 print("first error:", result["first_error"])
             if use_wrk and not args.no_baseline:
