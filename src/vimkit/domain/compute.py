@@ -52,6 +52,7 @@ from vimkit.store.compute_tables import ComputeRow
 from vimkit.store.db import Database
 from vimkit.store.filter_sql import FilterSchema
 from vimkit.store.group_commit import GroupCommit
+from vimkit.store.prepared import Prepared
 from vimkit.store.network_tables import NetworkRow, PortRow
 from vimkit.store.repository import (Page, PageRequest, check_if_match, get_document, list_documents, read_document,
                                      utcnow, visibility_of)
@@ -65,11 +66,12 @@ COMPUTE_SCHEMA = FilterSchema.from_model(
 )
 
 _COMPUTES = ComputeRow.__table__
-_CURRENT = select(_COMPUTES.c.resource_group_id, _COMPUTES.c.created_at, _COMPUTES.c.version,
-                  _COMPUTES.c.body).where(_COMPUTES.c.id == bindparam("b_id"))
-_CURRENT_LOCKED = _CURRENT.with_for_update()
-_COMPLETE = update(_COMPUTES).where(_COMPUTES.c.id == bindparam("b_id"))
-_INSERT = insert(_COMPUTES)
+_CURRENT_QUERY = select(_COMPUTES.c.resource_group_id, _COMPUTES.c.created_at, _COMPUTES.c.version,
+                        _COMPUTES.c.body).where(_COMPUTES.c.id == bindparam("b_id"))
+_CURRENT = Prepared(_CURRENT_QUERY)
+_CURRENT_LOCKED = Prepared(_CURRENT_QUERY.with_for_update())
+_COMPLETE = Prepared(update(_COMPUTES).where(_COMPUTES.c.id == bindparam("b_id")))
+_INSERT = Prepared(insert(_COMPUTES))
 
 
 def _changed_columns(body: dict[str, Any], version: int) -> dict[str, Any]:
@@ -212,13 +214,13 @@ class ComputeService(ComputeOperations, ComputeEvents):
         of work cost as much as the rest of an allocation's completion)."""
         connection = session.connection()
         query = _CURRENT if self.database.dialect == "sqlite" else _CURRENT_LOCKED
-        current = connection.execute(query, {"b_id": compute_id}).first()
+        current = query.first(connection, {"b_id": compute_id})
         if current is None:
             raise not_found("compute", compute_id)
         was_crashed = current.body.get("runningState") == "CRASHED"
         body = edit(dict(current.body))
         values = _changed_columns(body, current.version)
-        connection.execute(_COMPLETE, {"b_id": compute_id, **values})
+        _COMPLETE.execute(connection, {"b_id": compute_id, **values})
         # An ORM copy of this compute loaded earlier in the same transaction is stale now.
         for instance in list(session.identity_map.values()):
             if isinstance(instance, ComputeRow) and instance.id == compute_id:
@@ -352,7 +354,7 @@ class ComputeService(ComputeOperations, ComputeEvents):
                       body=body, state="ALLOCATING", host_id=claim.host_id, zone_id=claim.zone_id,
                       compute_name=body.get("computeName"))
         # A plain INSERT: the ORM unit of work cost more than the rest of the transaction.
-        session.connection().execute(_INSERT, [values])
+        _INSERT.execute(session.connection(), values)
         self.infra.record_claim(session, "compute", plan.compute_id, claim.to_dict(), new=True)
         return ComputeRow(**values)
 

@@ -36,6 +36,7 @@ from vimkit.placement import (
 from vimkit.domain.placement_sync import PlacementSync
 from vimkit.store.db import Database
 from vimkit.store.models import FaultRow, HostStateRow, PlacementClaimRow
+from vimkit.store.prepared import Prepared
 from vimkit.store.repository import utcnow
 
 log = logging.getLogger("vimkit.infrastructure")
@@ -62,7 +63,7 @@ def driver_error(exc: DriverError) -> ApiError:
                     retryable=exc.retryable or status == 503)
 
 
-_INSERT_CLAIM = insert(PlacementClaimRow.__table__)
+_INSERT_CLAIM = Prepared(insert(PlacementClaimRow.__table__))
 
 
 class InfrastructureService:
@@ -120,8 +121,8 @@ class InfrastructureService:
                      claim: dict[str, Any], *, new: bool = False) -> None:
         """``new``: the resource has no claim row yet, so an INSERT is enough (``merge`` reads first)."""
         if new and not self.sync.enabled:  # on PostgreSQL the decision may have persisted it already
-            session.connection().execute(_INSERT_CLAIM, [{"resource_id": resource_id, "kind": kind, "claim": claim,
-                                                          "created_at": utcnow()}])
+            _INSERT_CLAIM.execute(session.connection(), {"resource_id": resource_id, "kind": kind, "claim": claim,
+                                                         "created_at": utcnow()})
         else:
             session.merge(PlacementClaimRow(resource_id=resource_id, kind=kind, claim=claim, created_at=utcnow()))
         self.sync.journal(session, kind, resource_id, claim)
