@@ -257,9 +257,9 @@ class ComputeService(ComputeOperations, ComputeEvents):
             raise not_found("compute", compute_id)
         return row
 
-    def list(self, principal: Principal, page: PageRequest, where: ColumnElement[bool] | None) -> Page[ComputeRow]:
+    def list(self, principal: Principal, page: PageRequest, where: ColumnElement[bool] | None) -> Page[Any]:  # plain rows
         with self.database.read() as session:
-            return list_documents(session, ComputeRow, visibility_of(principal), page, where)
+            return list_documents(session, ComputeRow, visibility_of(principal), page, where, plain=True)
 
     def group_of(self, compute_id: str) -> str | None:
         with self.database.read() as session:

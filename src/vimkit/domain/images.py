@@ -278,9 +278,9 @@ class ImageService:
             raise not_found("image", image_id)
         return row
 
-    def list(self, principal: Principal, page: PageRequest, where: ColumnElement[bool] | None) -> Page[ImageRow]:
+    def list(self, principal: Principal, page: PageRequest, where: ColumnElement[bool] | None) -> Page[Any]:  # plain rows
         with self.database.read() as session:
-            return list_documents(session, ImageRow, visibility_of(principal), page, where)
+            return list_documents(session, ImageRow, visibility_of(principal), page, where, plain=True)
 
     def delete(self, principal: Principal, image_id: str, if_match: str | None = None) -> ImageRow:
         with self.database.write() as session:

@@ -153,9 +153,9 @@ class NetworkBase:
         return row
 
     def list(self, model: type[Row], principal: Principal, page: PageRequest,
-             where: ColumnElement[bool] | None) -> Page[Row]:
+             where: ColumnElement[bool] | None) -> Page[Any]:  # plain rows
         with self.database.read() as session:
-            return list_documents(session, model, visibility_of(principal), page, where)
+            return list_documents(session, model, visibility_of(principal), page, where, plain=True)
 
     def _finish(self, model: type[Row], resource_id: str, provider_id: str | None = None) -> Row:
         with self.database.write() as session:

@@ -304,9 +304,9 @@ class StorageService:
     def get(self, principal: Principal, volume_id: str) -> StorageRow:
         return self._read(principal, volume_id)
 
-    def list(self, principal: Principal, page: PageRequest, where: ColumnElement[bool] | None) -> Page[StorageRow]:
+    def list(self, principal: Principal, page: PageRequest, where: ColumnElement[bool] | None) -> Page[Any]:  # plain rows
         with self.database.read() as session:
-            return list_documents(session, StorageRow, visibility_of(principal), page, where)
+            return list_documents(session, StorageRow, visibility_of(principal), page, where, plain=True)
 
     # ------------------------------------------------------------------ update / scale / migrate
 

@@ -142,14 +142,20 @@ def list_documents(
     visibility: Visibility,
     page: PageRequest,
     where: ColumnElement[bool] | None = None,
+    *,
+    plain: bool = False,
 ) -> Page[Row]:
     """One page of documents, filtered and ordered by the database.
 
     The default order is insertion order (``seq``) with keyset paging, which stays correct while
     documents are added or removed between pages. With an explicit sort the marker carries an
     offset into that order.
+
+    ``plain``: the items are read-only rows of the table's columns (``row.body``, ``row.id`` …)
+    instead of ORM objects — for a page that is only rendered, where building and tracking
+    ORM objects cost as much as the query.
     """
-    query: Select[tuple[Row]] = select(model).where(visibility.clause(model))
+    query: Select[Any] = select(model.__table__ if plain else model).where(visibility.clause(model))
     if where is not None:
         query = query.where(where)
     data = _decode_marker(page.marker) if page.marker else {}
@@ -158,16 +164,20 @@ def list_documents(
         if offset < 0:
             raise invalid("nextpage_opaque_marker", "not a marker this server issued")
         query = query.order_by(*page.sort, model.seq).offset(offset).limit(page.size + 1)
-        rows = list(session.scalars(query))
+        rows = _fetch(session, query, plain)
         more = len(rows) > page.size
         next_marker = _encode_marker({"offset": offset + page.size}) if more else None
     else:
         after = int(data.get("after", 0))
         query = query.where(model.seq > after).order_by(model.seq).limit(page.size + 1)
-        rows = list(session.scalars(query))
+        rows = _fetch(session, query, plain)
         more = len(rows) > page.size
         next_marker = _encode_marker({"after": rows[page.size - 1].seq}) if more else None
     return Page(rows[: page.size], next_marker)
+
+
+def _fetch(session: Session, query: Select[Any], plain: bool) -> list[Any]:
+    return list(session.connection().execute(query).all() if plain else session.scalars(query))
 
 
 def count_documents(session: Session, model: type[Row], visibility: Visibility) -> int:
