@@ -44,7 +44,7 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from vimkit.config import Settings
-from vimkit.notify.dispatcher import Dispatcher, DispatchSettings
+from vimkit.notify.dispatcher import Dispatcher, DispatchSettings, shorten_switch_interval
 from vimkit.store.db import Database
 
 log = logging.getLogger("vimkit.notify")
@@ -132,6 +132,7 @@ class DeliveryWorkers:
 
     async def start(self) -> None:
         share_sqlite_writes(self.database)
+        shorten_switch_interval()  # the API's writers hold the lock the workers wait for
         for index in range(self.count):
             self._spawn(index)
         self.database.after_notifications.append(self.wake)

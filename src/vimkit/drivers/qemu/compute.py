@@ -47,11 +47,12 @@ class ComputeOps(QemuCore):
             volume = self._volume(attachment.volume_id)
             if volume.attachments:
                 raise _err(DriverErrorCode.CONFLICT, f"volume {volume.volume_id} is attached to another compute")
+        entered = time.time()
         source = await self._boot_source(spec.image_ref)
         record = VmRecord(spec.compute_id, spec.name, spec.host_id, spec.vcpus, spec.memory_mb, spec.disk_gb,
                           R.STARTING.value, spec.image_ref,
                           user_data=self._encode_user_data(spec.user_data.content if spec.user_data else None),
-                          metadata=dict(spec.metadata), **source)
+                          metadata=dict(spec.metadata), marks={"entered": entered}, **source)
         vm = self._new_vm(record)
         async with self._lock(spec.compute_id):
             self._state.vms[spec.compute_id] = record
@@ -69,6 +70,7 @@ class ComputeOps(QemuCore):
                 await self._destroy(vm)
                 raise
             record.state = R.RUNNING.value
+            record.marks["returned"] = time.time()
             self._save()
             return self._info(vm)
 
@@ -116,6 +118,7 @@ class ComputeOps(QemuCore):
         """A new process for a stopped or crashed compute (killing any remains first)."""
         await vm.kill()
         vm.record.state = R.STARTING.value
+        vm.record.marks = {}
         try:
             await self._boot(vm)
         except DriverError:

@@ -302,8 +302,18 @@ class QemuCore:
         long each phase took: ``prepare_seconds``, ``queue_seconds`` (waiting for a boot slot),
         ``boot_seconds`` (QEMU launch to ready marker)."""
         began = time.monotonic()
-        nics, _drive, _root = await asyncio.gather(self._ensure_taps(vm.record), self._write_config_drive(vm),
-                                                   vm.ensure_root_disk())
+        marks = vm.record.marks
+        marks.setdefault("entered", time.time())
+        marks["preparing"] = time.time()
+
+        async def timed(name: str, step: Any) -> Any:
+            result = await step
+            marks[name] = time.time()
+            return result
+
+        nics, _drive, _root = await asyncio.gather(timed("taps", self._ensure_taps(vm.record)),
+                                                   timed("drive", self._write_config_drive(vm)),
+                                                   timed("root", vm.ensure_root_disk()))
         prepared = time.monotonic()
         async with self._slots():
             offset = 0
@@ -314,9 +324,12 @@ class QemuCore:
             if vm.record.kernel:
                 await vm.wait_ready(offset, self.config.boot_timeout)
             # A disk image booted by its own loader prints no marker: it is up once QEMU runs it.
-            vm.record.boot_seconds = round(time.monotonic() - started, 3)
+            ready = time.monotonic()
+            vm.record.boot_seconds = round(ready - started, 3)
             vm.record.prepare_seconds = round(prepared - began, 3)
             vm.record.queue_seconds = round(started - prepared, 3)
+            wall = time.time() - time.monotonic()
+            vm.record.marks.update(prepared=wall + prepared, launched=wall + started, ready=wall + ready)
 
     def _attach_record(self, volume: VolumeRecord, record: VmRecord) -> str:
         used = {device for _volume, device in record.volumes}

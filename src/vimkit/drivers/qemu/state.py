@@ -41,6 +41,10 @@ class VmRecord:
     prepare_seconds: float | None = None         # taps, config drive, root disk, last boot
     queue_seconds: float | None = None           # waiting for a boot slot, last boot
     boot_ports: list[str] = field(default_factory=list)       # ports on the current process's command line
+    #: Wall-clock (epoch seconds) marks of the last create/start, for bench/bench_qemu.py to split
+    #: the VIM's overhead: entered, preparing, taps/drive/root (each step's end), prepared,
+    #: launched, ready, returned.
+    marks: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
