@@ -24,12 +24,13 @@ BOOT_TIMEOUT = float(os.environ.get("VIMKIT_TEST_BOOT_TIMEOUT", "120"))
 
 def _unavailable() -> str | None:
     try:
+        import pycdlib  # noqa: F401
         import qemu.qmp  # noqa: F401  (the extra is installed)
-    except ImportError:
-        return "qemu.qmp is not installed (pip install -e '.[qemu]')"
-    for tool in ("qemu-system-x86_64", "qemu-img", "genisoimage", "ip", "nsenter"):
+    except ImportError as exc:
+        return f"{exc.name} is not installed (pip install -e '.[qemu]')"
+    for tool in ("qemu-system-x86_64", "qemu-img", "ip", "nsenter"):
         if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install qemu-system-x86 qemu-utils genisoimage iproute2)"
+            return f"{tool} is not installed (apt-get install qemu-system-x86 qemu-utils iproute2)"
     if os.geteuid() != 0:
         return "network namespaces and taps need root"
     return None

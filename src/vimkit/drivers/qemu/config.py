@@ -34,7 +34,6 @@ class QemuConfig:
     stop_timeout: float = 10.0          # how long a guest may take to honour an ACPI powerdown
     qemu_binary: str = "qemu-system-x86_64"
     qemu_img: str = "qemu-img"
-    genisoimage: str = "genisoimage"    # builds the config drive (Debian package genisoimage)
     namespace: str | None = None
     max_concurrent_boots: int | None = None
     event_queue: int = 10_000
@@ -85,7 +84,7 @@ def accel_args(accel: str) -> list[str]:
 
 
 def missing_tools(config: QemuConfig) -> list[str]:
-    wanted = [config.qemu_binary, config.qemu_img, config.genisoimage, "ip", "nsenter"]
+    wanted = [config.qemu_binary, config.qemu_img, "ip", "nsenter"]
     return [tool for tool in wanted if shutil.which(tool) is None]
 
 

@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pycdlib
+
 from vimkit.drivers.base import (
     AttachmentInfo,
     ComputeInfo,
@@ -32,7 +34,7 @@ from vimkit.drivers.base import (
 )
 from vimkit.drivers.qemu import configdrive
 from vimkit.drivers.qemu.config import LOCAL_HOST_ID, QemuConfig, resolve_accel
-from vimkit.drivers.qemu.host import CommandError, Namespace, run, tap_name
+from vimkit.drivers.qemu.host import Namespace, run, tap_name
 from vimkit.drivers.qemu.state import PortRecord, QemuState, VmRecord, VolumeRecord
 from vimkit.drivers.qemu.vm import DiskWiring, NicWiring, Vm
 from vimkit.infra.inventory import Inventory
@@ -275,9 +277,8 @@ class QemuCore:
         nics = [self._nic_config(self._state.ports[p]) for p in r.ports if p in self._state.ports]
         try:
             await configdrive.build(vm.config_drive, r.compute_id, r.name, r.metadata,
-                                    base64.b64decode(r.user_data) if r.user_data else None, nics,
-                                    self.config.genisoimage)
-        except CommandError as exc:
+                                    base64.b64decode(r.user_data) if r.user_data else None, nics)
+        except (OSError, pycdlib.pycdlibexception.PyCdlibException) as exc:
             raise _err(DriverErrorCode.INTERNAL, f"cannot build the config drive of {r.compute_id}: {exc}") from exc
 
     async def _configure_hotplugged(self, vm: Vm) -> None:

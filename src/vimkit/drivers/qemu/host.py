@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from vimkit.drivers.model import DriverError, DriverErrorCode
+from vimkit.drivers.qemu import netlink
 
 VXLAN_PORT = 4789
 
@@ -150,18 +151,12 @@ class Namespace:
             await self.delete_link(name)
 
     async def add_tap(self, port_id: str, network_id: str, mtu: int) -> str:
+        """The port's tap on the network's bridge, up: made in-process (see netlink.py)."""
         tap = tap_name(port_id)
-        # One process for both commands (a process costs 5–200 ms on a loaded host): with -force a
-        # failing line does not stop the batch, and an existing tap only fails the first line.
-        commands = (f"tuntap add dev {tap} mode tap\n"
-                    f"link set {tap} mtu {int(mtu)} master {bridge_name(network_id)} up\n")
         try:
-            await run("ip", "-n", self.name, "-force", "-batch", "-", stdin=commands)
-        except CommandError as exc:
-            # "ioctl(TUNSETIFF): Device or resource busy" + "Command failed -:1": the tap existed.
-            lines = [line.strip() for line in exc.stderr.splitlines() if line.strip()]
-            if not lines or not all("TUNSETIFF" in line or line == "Command failed -:1" for line in lines):
-                raise
+            netlink.create_tap(str(self.path), tap, bridge_name(network_id), int(mtu))
+        except OSError as exc:
+            raise CommandError(["create tap", tap, "on", bridge_name(network_id)], exc.errno or 1, str(exc)) from exc
         return tap
 
     async def remove_tap(self, port_id: str) -> None:

@@ -15,6 +15,7 @@ from vimkit.drivers.base import (
     VolumeSpec,
 )
 from vimkit.drivers.qemu.core import QemuCore, R, _err
+from vimkit.drivers.qemu.disks import create_qcow2
 from vimkit.drivers.qemu.host import CommandError, run
 from vimkit.drivers.qemu.network import unplug_device
 from vimkit.drivers.qemu.state import SnapshotRecord, VolumeRecord
@@ -39,7 +40,10 @@ class StorageOps(QemuCore):
         if spec.multi_attach:
             raise _err(DriverErrorCode.INVALID_INPUT, "the QEMU backend has no multi-attach volumes")
         path = self._pool_dir(spec.pool_id) / f"{spec.volume_id}.qcow2"
-        await self._qemu_img("create", "-q", "-f", "qcow2", str(path), f"{max(1, spec.size_gb)}G")
+        try:
+            await create_qcow2(self.config.qemu_img, path, f"{max(1, spec.size_gb)}G")
+        except CommandError as exc:
+            raise _err(DriverErrorCode.INTERNAL, str(exc)) from exc
         volume = VolumeRecord(spec.volume_id, spec.pool_id, spec.size_gb, str(path))
         self._state.volumes[spec.volume_id] = volume
         self._save()

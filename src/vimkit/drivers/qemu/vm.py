@@ -24,6 +24,7 @@ from qemu.qmp import QMPClient
 
 from vimkit.drivers.model import DriverError, DriverErrorCode
 from vimkit.drivers.qemu.config import MIN_MEMORY_MB, READY_MARKER, QemuConfig, accel_args
+from vimkit.drivers.qemu.disks import create_qcow2
 from vimkit.drivers.qemu.host import CommandError, Namespace, pid_alive, run, short
 from vimkit.drivers.qemu.state import VmRecord
 
@@ -165,19 +166,17 @@ class Vm:
         img = self.config.qemu_img
         if r.root_backing:
             try:
-                await run(img, "create", "-q", "-f", "qcow2", "-b", r.root_backing, "-F", r.root_backing_format or "raw",
-                          str(self.root_disk), size)
+                await create_qcow2(img, self.root_disk, size, r.root_backing, r.root_backing_format or "raw")
             except CommandError:
                 # The image is larger than the flavour's disk: the overlay takes the image's size.
-                await run(img, "create", "-q", "-f", "qcow2", "-b", r.root_backing, "-F",
-                          r.root_backing_format or "raw", str(self.root_disk))
+                await create_qcow2(img, self.root_disk, None, r.root_backing, r.root_backing_format or "raw")
         elif r.root_snapshot:
             source, snapshot = r.root_snapshot
             await run(img, "convert", "-U", "-q", "-O", "qcow2", "-l", f"snapshot.name={snapshot}", source,
                       str(self.root_disk))
             await run(img, "resize", "-q", str(self.root_disk), size, check=False)
         else:
-            await run(img, "create", "-q", "-f", "qcow2", str(self.root_disk), size)
+            await create_qcow2(img, self.root_disk, size)
 
     async def launch(self, nics: Sequence[NicWiring], disks: Sequence[DiskWiring]) -> None:
         """Start the process and attach to its QMP socket (the guest then boots on its own)."""
