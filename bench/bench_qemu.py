@@ -12,7 +12,7 @@ boot) and its own preparation (``prepare_seconds``: taps, config drive, root dis
 The VIM's overhead is POST→ALLOCATED minus the boot and the queueing. What "boot" includes, so
 that the figure is read rightly: QEMU's start (``nsenter``, ``nice``, QEMU's own initialisation
 and kernel loading) and the VIM's latency in noticing the marker (it reads the serial log every
-100 ms) are in it; everything else the VIM does — API, database, scheduling, ports, the driver's
+20 ms) are in it; everything else the VIM does — API, database, scheduling, ports, the driver's
 preparation, the answer — is overhead. For comparison the table also shows the uptime the guest
 itself printed with its marker (its clock starts only once its kernel runs). The overhead is split
 with wall-clock marks the driver records (``marks``): API before the driver, the driver until

@@ -74,7 +74,7 @@ class QemuDriver(ComputeOps, NetworkOps, StorageOps, MetricOps):
             self._watchdog = None
         for vm in self._vms.values():
             await vm.disconnect()
-        self._save()
+        await self._flush_state()
         self._hub.close()
 
     async def destroy_all(self) -> None:

@@ -120,14 +120,19 @@ class QemuState:
                 getattr(state, kind)[key] = record(**{k: v for k, v in value.items() if k in names})
         return state
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, durable: bool = True) -> None:
+        """Atomic for a crash of the VIM either way; ``durable=False`` leaves the fsync (which
+        survives a crash of the host) to :func:`sync` later."""
         path = directory / STATE_FILE
         tmp = path.with_suffix(".tmp")
         with tmp.open("w") as handle:
             json.dump(self.to_document(), handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
+        if durable:
+            sync(directory)
 
     @classmethod
     def load(cls, directory: Path) -> "QemuState":
@@ -135,3 +140,16 @@ class QemuState:
         if not path.exists():
             return cls()
         return cls.from_document(json.loads(path.read_text()))
+
+
+def sync(directory: Path) -> None:
+    """Flush the state file and its directory entry to disk."""
+    for target, flags in ((directory / STATE_FILE, os.O_RDONLY), (directory, os.O_RDONLY | os.O_DIRECTORY)):
+        try:
+            fd = os.open(target, flags)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
