@@ -130,6 +130,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8, help="driver connections (changes in flight at most)")
     parser.add_argument("--workers", type=int, default=0,
                         help="delivery worker processes (VIMKIT_NOTIFY_WORKERS; 0: delivery in the server process)")
+    parser.add_argument("--timeline", action="store_true",
+                        help="latency per second of the run (p50/p99/max of the changes sent in that second)")
     parser.add_argument("--profile", type=Path, help="py-spy profiles (raw) of the server and workers into this directory")
     parser.add_argument("--receivers-only", nargs=3, metavar=("COUNT", "OUT", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -243,6 +245,20 @@ def main() -> None:
         print("  CPU seconds used from the first change to the last acknowledgement: "
               + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items()))
         print(f"  load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+        if args.timeline:
+            _timeline(log, sent, first)
+
+
+def _timeline(log: list, sent: dict[str, float], first: float) -> None:
+    """Where a tail comes from: a steady queue, or one stall."""
+    seconds: dict[int, list[float]] = {}
+    for _index, flavour, _sequence, received in log:
+        if flavour in sent:
+            seconds.setdefault(int(sent[flavour] - first), []).append(received - sent[flavour])
+    for second, values in sorted(seconds.items()):
+        values.sort()
+        print(f"    second {second:3d}: {len(values):5d} notifications, p50 {statistics.median(values) * 1000:7.1f} ms, "
+              f"p99 {values[int(len(values) * 0.99) - 1] * 1000:7.1f} ms, max {values[-1] * 1000:7.1f} ms")
 
 
 def _profile(directory: Path, server: int, seconds: float) -> list[subprocess.Popen[bytes]]:
