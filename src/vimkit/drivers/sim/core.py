@@ -99,7 +99,7 @@ class SimCore:
 
     def _save(self) -> None:
         """Persist soon rather than now: writing the whole state after every operation made
-        the file write cost O(computes) per call. Changes within ``save_interval`` (or a few
+        the file write cost O(computes) per call. Changes within ``save_interval`` (or ten
         times the last write's duration, when the state is large) share one write, so a killed
         process loses at most that window of simulated changes; ``close`` writes at once."""
         if self.config.state_dir is None:
@@ -112,7 +112,8 @@ class SimCore:
         except RuntimeError:
             self._flush()
             return
-        delay = max(self.config.save_interval, 4 * self._last_save_seconds)
+        # The wait grows with the write's cost, so writing takes at most a tenth of the loop's time.
+        delay = max(self.config.save_interval, 10 * self._last_save_seconds)
         self._flush_handle = loop.call_later(delay, self._flush)
 
     def _flush(self) -> None:
