@@ -76,6 +76,8 @@ def _set_link(index: int, mtu: int, master: int) -> None:
     body += _attr(IFLA_MTU, struct.pack("=I", mtu)) + _attr(IFLA_MASTER, struct.pack("=I", master))
     message = struct.pack("=IHHII", 16 + len(body), RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, 1, 0) + body
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        # The kernel answers at once; a bound keeps a surprise from freezing the event loop.
+        sock.settimeout(2.0)
         sock.bind((0, 0))
         sock.send(message)
         while True:
