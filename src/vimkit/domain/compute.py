@@ -54,8 +54,8 @@ from vimkit.store.filter_sql import FilterSchema
 from vimkit.store.group_commit import GroupCommit
 from vimkit.store.prepared import Prepared
 from vimkit.store.network_tables import NetworkRow, PortRow
-from vimkit.store.repository import (Page, PageRequest, check_if_match, get_document, list_documents, read_document,
-                                     utcnow, visibility_of)
+from vimkit.store.repository import (Page, PageRequest, check_if_match, connection_of, detached, get_document,
+                                     list_documents, read_document, utcnow, visibility_of)
 
 log = logging.getLogger("vimkit.compute")
 
@@ -212,7 +212,7 @@ class ComputeService(ComputeOperations, ComputeEvents):
                   change_type: str | None) -> ComputeRow:
         """:meth:`change_in` for a background task's completion, in plain statements (the ORM unit
         of work cost as much as the rest of an allocation's completion)."""
-        connection = session.connection()
+        connection = connection_of(session)
         query = _CURRENT if self.database.dialect == "sqlite" else _CURRENT_LOCKED
         current = query.first(connection, {"b_id": compute_id})
         if current is None:
@@ -225,8 +225,8 @@ class ComputeService(ComputeOperations, ComputeEvents):
         for instance in list(session.identity_map.values()):
             if isinstance(instance, ComputeRow) and instance.id == compute_id:
                 session.expire(instance)
-        row = ComputeRow(id=compute_id, resource_group_id=current.resource_group_id, created_at=current.created_at,
-                         **values)
+        row = detached(ComputeRow, dict(id=compute_id, resource_group_id=current.resource_group_id,
+                                        created_at=current.created_at, **values))
         if was_crashed and body.get("runningState") not in ("CRASHED", None) and self.alarms is not None:
             self.alarms.clear_alarm(session, compute_id, "computeCrashed")
         if change_type is not None:
@@ -354,9 +354,9 @@ class ComputeService(ComputeOperations, ComputeEvents):
                       body=body, state="ALLOCATING", host_id=claim.host_id, zone_id=claim.zone_id,
                       compute_name=body.get("computeName"))
         # A plain INSERT: the ORM unit of work cost more than the rest of the transaction.
-        _INSERT.execute(session.connection(), values)
+        _INSERT.execute(connection_of(session), values)
         self.infra.record_claim(session, "compute", plan.compute_id, claim.to_dict(), new=True)
-        return ComputeRow(**values)
+        return detached(ComputeRow, values)
 
     async def _realise(self, principal: Principal, plan: AllocationPlan, claim: Claim) -> None:
         compute_id = plan.compute_id

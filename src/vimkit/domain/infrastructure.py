@@ -37,7 +37,7 @@ from vimkit.domain.placement_sync import PlacementSync
 from vimkit.store.db import Database
 from vimkit.store.models import FaultRow, HostStateRow, PlacementClaimRow
 from vimkit.store.prepared import Prepared
-from vimkit.store.repository import utcnow
+from vimkit.store.repository import connection_of, utcnow
 
 log = logging.getLogger("vimkit.infrastructure")
 EventListener = Callable[[DriverEvent], Awaitable[None]]
@@ -121,7 +121,7 @@ class InfrastructureService:
                      claim: dict[str, Any], *, new: bool = False) -> None:
         """``new``: the resource has no claim row yet, so an INSERT is enough (``merge`` reads first)."""
         if new and not self.sync.enabled:  # on PostgreSQL the decision may have persisted it already
-            _INSERT_CLAIM.execute(session.connection(), {"resource_id": resource_id, "kind": kind, "claim": claim,
+            _INSERT_CLAIM.execute(connection_of(session), {"resource_id": resource_id, "kind": kind, "claim": claim,
                                                          "created_at": utcnow()})
         else:
             session.merge(PlacementClaimRow(resource_id=resource_id, kind=kind, claim=claim, created_at=utcnow()))
