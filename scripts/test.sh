@@ -12,7 +12,6 @@ command -v qemu-img >/dev/null || missing+=(qemu-utils)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v depmod >/dev/null || missing+=(kmod)
 command -v cpio >/dev/null || missing+=(cpio)
-command -v genisoimage >/dev/null || missing+=(genisoimage)
 command -v ip >/dev/null || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "need root to install ${missing[*]}" >&2; exit 1; fi
