@@ -55,6 +55,7 @@ from vimkit.domain.network_common import MAX_ATTEMPTS, reference_not_found
 from vimkit.drivers.base import DriverError, FixedIp, PortSpec
 from vimkit.models.network import VirtualNetworkPortData
 from vimkit.store.models import OutboxRow
+from vimkit.notify.outbox import COLLECT_KEY, EMITTED_KEY
 from vimkit.store.network_tables import IpAllocationRow, NetworkAffinityMemberRow, NetworkRow, PortRow, SubnetRow
 from vimkit.store.repository import utcnow
 
@@ -107,24 +108,17 @@ _INSERT_OUTBOX = insert(OutboxRow.__table__)
 
 class _Notifications:
     """Stands in for the session while the outbox helpers build a transaction's notifications,
-    which then go in with one statement instead of one each. ``connection().execute`` (of the
-    outbox INSERT) and ``info`` are all the helpers use of a session."""
+    which then go in with one statement instead of one each (``info`` is all the helpers use of
+    a session; see ``outbox.COLLECT_KEY``)."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
-        self.info: dict[str, Any] = {}
-
-    def connection(self) -> _Notifications:
-        return self
-
-    def execute(self, statement: Any, rows: list[dict[str, Any]]) -> None:
-        assert statement.table is OutboxRow.__table__, "only outbox rows are collected"
-        self.rows.extend(rows)
+        self.info: dict[str, Any] = {COLLECT_KEY: self.rows}
 
     def write(self, session: Session) -> None:
         if self.rows:
             session.connection().execute(_INSERT_OUTBOX, self.rows)
-            session.info.update(self.info)  # wakes the dispatchers after the commit
+            session.info[EMITTED_KEY] = True  # wakes the dispatchers after the commit
 
 
 @dataclass(eq=False)

@@ -15,10 +15,14 @@ from sqlalchemy.orm import Session
 
 from vimkit.notify import filters
 from vimkit.store.models import OutboxRow
-from vimkit.store.repository import utcnow
+from vimkit.store.prepared import Prepared
+from vimkit.store.repository import connection_of, utcnow
 
 EMITTED_KEY = "vimkit_notifications_emitted"
-_INSERT = insert(OutboxRow.__table__)
+# When a session's info holds a list under this key, emit appends the outbox rows to it instead
+# of inserting them: a caller writing many changes inserts them all with one statement.
+COLLECT_KEY = "vimkit_outbox_collect"
+_INSERT = Prepared(insert(OutboxRow.__table__))
 
 
 def emit(
@@ -58,7 +62,11 @@ def emit(
     }
     # An INSERT now rather than an ORM object flushed later: cheaper (a flush was a large part of
     # a small change's transaction), and the outbox order is the order of the emit calls.
-    session.connection().execute(_INSERT, [values])
+    collected = session.info.get(COLLECT_KEY)
+    if collected is not None:
+        collected.append(values)
+    else:
+        _INSERT.execute(connection_of(session), values)
     session.info[EMITTED_KEY] = True
 
 
