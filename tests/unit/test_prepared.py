@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, bindparam, insert, select, update
@@ -26,19 +24,11 @@ things = Table(
 
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'prepared.db'}"
-    else:
-        url = os.environ.get("VIMKIT_TEST_PG_URL")
-        if not url:
-            pytest.skip("PostgreSQL not configured (set VIMKIT_TEST_PG_URL)")
-    database = Database(url)
-    metadata.drop_all(database.engine)
+@pytest.fixture
+def database(database_url: str):
+    database = Database(database_url)  # a fresh database of each backend (tests/conftest.py)
     metadata.create_all(database.engine)
     yield database
-    metadata.drop_all(database.engine)
     database.engine.dispose()
 
 
