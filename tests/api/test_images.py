@@ -6,7 +6,6 @@ and the hand-written migration against the models."""
 from __future__ import annotations
 
 import hashlib
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,28 +189,6 @@ def test_tenant_visibility(ivim: RunningServer, files: dict[str, Path]) -> None:
         assert "a-private" in body["detail"]
         assert allocate(api, vcImageId="a-public")["vcImageId"] == "a-public"
 
-
-def test_migration_matches_the_models() -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-
-    from vimkit.store.image_tables import ImageRow
-    from vimkit.store.db import Database
-    from vimkit.store.migrate import upgrade
-    from vimkit.store.models import Base
-
-    with tempfile.TemporaryDirectory() as directory:
-        database = Database(f"sqlite:///{directory}/images.db")
-        try:
-            upgrade(database)
-            with database.engine.connect() as connection:
-                diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
-        finally:
-            database.dispose()
-
-    # Only this migration's table: other tables are other migrations' business.
-    assert [change for change in diff if "'images'" in repr(change) or "images." in repr(change)] == []
-    assert Base.metadata.tables["images"] is ImageRow.__table__
 
 
 def test_cli_images(ivim: RunningServer, files: dict[str, Path], tmp_path: Path) -> None:

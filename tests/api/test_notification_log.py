@@ -3,7 +3,6 @@ pruning keeps what a subscription still needs, and an upgrade carries pending de
 
 from __future__ import annotations
 
-import tempfile
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +14,7 @@ from vimkit.notify.fanout import Audience, fan_out_once, prune, replay
 from vimkit.notify.outbox import emit, information_change
 from vimkit.store.db import Database
 from vimkit.store.migrate import _config, upgrade
-from vimkit.store.models import Base, OutboxRow, SubscriptionRow
+from vimkit.store.models import OutboxRow, SubscriptionRow
 from vimkit.store.repository import utcnow
 
 BASE = "http://vim"
@@ -165,22 +164,6 @@ def test_upgrade_carries_pending_deliveries_over(database_url: str) -> None:
     finally:
         database.dispose()
 
-
-def test_migration_matches_the_models() -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-
-    with tempfile.TemporaryDirectory() as directory:
-        database = Database(f"sqlite:///{directory}/log.db")
-        try:
-            upgrade(database)
-            with database.engine.connect() as connection:
-                diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
-        finally:
-            database.dispose()
-    mine = ("notification_outbox", "subscriptions", "notification_deliveries")
-    assert [change for change in diff if any(f"'{name}'" in repr(change) or f"{name}." in repr(change)
-                                             for name in mine)] == []
 
 
 def test_latencies_observed_together_are_observed_one_by_one() -> None:
