@@ -329,3 +329,21 @@ def storage_settings(directory: Path) -> dict[str, object]:
     path.write_text(STORAGE_INVENTORY)
     return {"inventory_file": path, "sim_latency_scale": 0.0, "notify_backoff_base": 0.05,
             "notify_backoff_cap": 0.3, "notify_poll_interval": 0.1}
+
+
+def child_processes(parent: int, word: str) -> list[int]:
+    """The pids of ``parent``'s children whose command line contains ``word``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                command = handle.read().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and word in command:
+            found.append(int(entry))
+    return found

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_ID, ADMIN_SECRET
+from tests.conftest import ADMIN_ID, ADMIN_SECRET, child_processes
 from tests.receivers import Behaviour, Receiver
 
 pytestmark = pytest.mark.slow
@@ -57,27 +57,10 @@ def _serve(data_dir: Path, port: int, workers: int = 0) -> subprocess.Popen[byte
     raise RuntimeError("vimkit serve did not become ready")
 
 
-def _children(parent: int, word: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                command = handle.read().replace(b"\0", b" ").decode()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == parent and word in command:
-            found.append(int(entry))
-    return found
-
-
 def _workers_of(server: subprocess.Popen[bytes], count: int, timeout: float = 30) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        workers = _children(server.pid, "deliver --from-server")
+        workers = child_processes(server.pid, "deliver --from-server")
         if len(workers) == count:
             return workers
         time.sleep(0.05)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningServer, assert_problem, start_server
+from tests.conftest import RunningServer, assert_problem, child_processes, start_server
 from tests.receivers import Behaviour, Receiver
 
 FAST = {"notify_backoff_base": 0.05, "notify_backoff_cap": 0.3, "notify_poll_interval": 0.1}
@@ -298,20 +298,7 @@ def _delivery_workers() -> list[int]:
     """The `vimkit deliver` processes started by a server running in this test process."""
     import os
 
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                command = handle.read()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == os.getpid() and b"deliver\0--from-server" in command:
-            found.append(int(entry))
-    return found
+    return child_processes(os.getpid(), "deliver --from-server")
 
 
 def test_delivery_workers_deliver_in_order_exactly_once(database_url: str, tmp_path: Path) -> None:
