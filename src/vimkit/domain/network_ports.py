@@ -54,8 +54,7 @@ from vimkit.domain.network_affinity import AffinityGroups, NetworkRule, unsatisf
 from vimkit.domain.network_common import MAX_ATTEMPTS, reference_not_found
 from vimkit.drivers.base import DriverError, FixedIp, PortSpec
 from vimkit.models.network import VirtualNetworkPortData
-from vimkit.store.models import OutboxRow
-from vimkit.notify.outbox import COLLECT_KEY, EMITTED_KEY
+from vimkit.notify.outbox import batched
 from vimkit.store.network_tables import IpAllocationRow, NetworkAffinityMemberRow, NetworkRow, PortRow, SubnetRow
 from vimkit.store.repository import utcnow
 
@@ -103,22 +102,6 @@ _RECOUNT = (update(_SUBNETS).where(_SUBNETS.c.id == bindparam("b_id"))
 _INSERT_PORTS = insert(_PORTS)
 _INSERT_ALLOCATIONS = insert(_ALLOCATIONS)
 _INSERT_MEMBERS = insert(_MEMBERS)
-_INSERT_OUTBOX = insert(OutboxRow.__table__)
-
-
-class _Notifications:
-    """Stands in for the session while the outbox helpers build a transaction's notifications,
-    which then go in with one statement instead of one each (``info`` is all the helpers use of
-    a session; see ``outbox.COLLECT_KEY``)."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-        self.info: dict[str, Any] = {COLLECT_KEY: self.rows}
-
-    def write(self, session: Session) -> None:
-        if self.rows:
-            session.connection().execute(_INSERT_OUTBOX, self.rows)
-            session.info[EMITTED_KEY] = True  # wakes the dispatchers after the commit
 
 
 @dataclass(eq=False)
@@ -310,8 +293,12 @@ class PortAllocation(AffinityGroups):
         return networks, pools
 
     def _settle_ports(self, session: Session, jobs: list[_PortJob], pools: dict[str, Pool]) -> None:
+        with batched(session):
+            self._settle_in(session, jobs, pools)
+        self._save_counters(session, pools)
+
+    def _settle_in(self, session: Session, jobs: list[_PortJob], pools: dict[str, Pool]) -> None:
         connection = session.connection()
-        notifications = _Notifications()
         done = [job for job in jobs if job.failure is None]
         failed = [job for job in jobs if job.failure is not None]
         now = utcnow()
@@ -320,7 +307,7 @@ class PortAllocation(AffinityGroups):
                 assert job.port is not None
                 job.row = job.port_row(state="ALLOCATED", updated_at=now, version=2,
                                        body={**job.port["body"], "provisioningState": "ALLOCATED"})
-                self._announce(notifications, job.row, "PORT", "ADDED")  # type: ignore[arg-type]
+                self._announce(session, job.row, "PORT", "ADDED")
             connection.execute(_SETTLE, [{"b_id": job.row.id, "b_version": job.row.version, "b_now": now,
                                           "b_body": job.row.body} for job in done])  # type: ignore[union-attr]
         if failed:
@@ -343,9 +330,7 @@ class PortAllocation(AffinityGroups):
                 assert job.failure is not None
                 row = job.port_row()
                 body = {**row.body, "provisioningState": "FAILED", "error": problem_body(job.failure)}
-                self._announce(notifications, row, "PORT", "FAILED", body)  # type: ignore[arg-type]
-        notifications.write(session)
-        self._save_counters(session, pools)
+                self._announce(session, row, "PORT", "FAILED", body)
 
     @staticmethod
     def _save_counters(session: Session, pools: dict[str, Pool]) -> None:

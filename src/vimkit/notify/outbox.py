@@ -8,6 +8,8 @@ a change that never happened. After the commit the dispatcher is woken (see ``Da
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import insert
@@ -19,10 +21,23 @@ from vimkit.store.prepared import Prepared
 from vimkit.store.repository import connection_of, utcnow
 
 EMITTED_KEY = "vimkit_notifications_emitted"
-# When a session's info holds a list under this key, emit appends the outbox rows to it instead
-# of inserting them: a caller writing many changes inserts them all with one statement.
-COLLECT_KEY = "vimkit_outbox_collect"
+_COLLECT_KEY = "vimkit_outbox_collect"  # see batched()
 _INSERT = Prepared(insert(OutboxRow.__table__))
+
+
+@contextmanager
+def batched(session: Session) -> Iterator[None]:
+    """The notifications emitted on ``session`` inside the block go in with one INSERT at its
+    end, for a transaction that writes many changes at once."""
+    rows: list[dict[str, Any]] = []
+    session.info[_COLLECT_KEY] = rows
+    try:
+        yield
+    finally:
+        del session.info[_COLLECT_KEY]
+    if rows:
+        connection_of(session).execute(_INSERT.statement, rows)
+        session.info[EMITTED_KEY] = True
 
 
 def emit(
@@ -62,7 +77,7 @@ def emit(
     }
     # An INSERT now rather than an ORM object flushed later: cheaper (a flush was a large part of
     # a small change's transaction), and the outbox order is the order of the emit calls.
-    collected = session.info.get(COLLECT_KEY)
+    collected = session.info.get(_COLLECT_KEY)
     if collected is not None:
         collected.append(values)
     else:
