@@ -282,22 +282,22 @@ def test_concurrent_creations_share_commits_but_not_outcomes(vim: RunningServer)
         assert_problem(api.delete("/compute/v1/flavours/cc-0"), 404)
 
 
-def test_a_batch_failing_after_a_write_is_retried_write_by_write(database_url: str) -> None:
-    """Flavour writes share transactions without savepoints: a refusal writes nothing, and any
-    other failure rolls the batch back and runs its writes alone, so only the faulty one fails."""
+def test_a_failing_write_fails_alone_in_a_shared_transaction(database_url: str) -> None:
+    """Flavour writes share transactions (a group commit): a refusal or a failure after writing
+    fails that write alone; the others commit."""
     import asyncio
 
     from sqlalchemy import select, text
 
     from vimkit.api.problems import ApiError
-    from vimkit.domain.flavours import _Commits
     from vimkit.store.db import Database
+    from vimkit.store.group_commit import GroupCommit
     from vimkit.store.migrate import upgrade
     from vimkit.store.models import FlavourRow
 
     database = Database(database_url)
     upgrade(database)
-    commits = _Commits(database)
+    commits = GroupCommit(database)
 
     def insert(flavour_id: str, fail: BaseException | None = None):
         def work(session):

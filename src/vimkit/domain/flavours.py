@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -90,44 +89,11 @@ def _announce(session: Session, row: FlavourRow, change_type: str, vim_id: str) 
     )
 
 
-class _Commits(GroupCommit):
-    """A group commit without a savepoint per write.
-
-    A flavour write refuses (409, 404, 403, 412) before it writes anything, so a refusal needs
-    no rollback; the SAVEPOINT and RELEASE around each write were a sixth of the server's CPU
-    at 100 creations a second (SQLAlchemy compiles each, their names differ). Any other failure
-    rolls the batch back and runs its writes again one transaction each, so that only the write
-    at fault fails.
-    """
-
-    def _write(self, works: list[Any]) -> list[tuple[bool, Any]]:
-        try:
-            with self.database.write() as session:
-                outcomes: list[tuple[bool, Any]] = []
-                for work in works:
-                    try:
-                        outcomes.append((True, work(session)))
-                    except ApiError as exc:
-                        outcomes.append((False, exc))
-            return outcomes
-        except Exception:
-            if len(works) == 1:
-                raise
-        return [self._alone(work) for work in works]
-
-    def _alone(self, work: Any) -> tuple[bool, Any]:
-        try:
-            with self.database.write() as session:
-                return True, work(session)
-        except Exception as exc:  # noqa: BLE001 - handed to that caller only
-            return False, exc
-
-
 class FlavourService:
     def __init__(self, database: Database, vim_id: str = "vimkit") -> None:
         self.database = database
         self.vim_id = vim_id
-        self.commits = _Commits(database)
+        self.commits = GroupCommit(database)
 
     async def create(self, principal: Principal, data: ComputeFlavourCreate) -> FlavourRow:
         flavour_id = data.flavourId or str(uuid.uuid4())
