@@ -48,7 +48,7 @@ from vimkit.models.compute import ComputeAllocateRequest, VirtualCompute
 from vimkit.models.network import VirtualNetworkPortData
 from vimkit.notify.outbox import resource_change
 from vimkit.placement.model import Claim, PlacementError, PlacementRequest
-from vimkit.store.compute_tables import ComputeRow
+from vimkit.store.compute_tables import COMPUTE_METADATA, ComputeRow
 from vimkit.store.db import Database
 from vimkit.store.filter_sql import FilterSchema
 from vimkit.store.group_commit import GroupCommit
@@ -63,6 +63,7 @@ COMPUTE_SCHEMA = FilterSchema.from_model(
     VirtualCompute, ComputeRow.body,
     columns={"computeId": ComputeRow.id, "computeName": ComputeRow.compute_name, "hostId": ComputeRow.host_id,
              "zoneId": ComputeRow.zone_id, "provisioningState": ComputeRow.state},
+    map_indexes={("metadata",): COMPUTE_METADATA},
 )
 
 _COMPUTES = ComputeRow.__table__
@@ -72,6 +73,19 @@ _CURRENT = Prepared(_CURRENT_QUERY)
 _CURRENT_LOCKED = Prepared(_CURRENT_QUERY.with_for_update())
 _COMPLETE = Prepared(update(_COMPUTES).where(_COMPUTES.c.id == bindparam("b_id")))
 _INSERT = Prepared(insert(_COMPUTES))
+
+
+def _sync_metadata(session: Session, compute_id: str, old: Any, new: Any) -> None:
+    """Keep ``compute_metadata`` equal to the body's ``metadata``, in the body's transaction; no
+    statement at all when the metadata did not change (the common case)."""
+    if old != new:
+        COMPUTE_METADATA.replace(connection_of(session), compute_id, old, new)
+
+
+def _metadata_of(body: dict[str, Any]) -> Any:
+    """A copy of a body's metadata, safe from an edit that would change the map in place."""
+    metadata = body.get("metadata")
+    return dict(metadata) if isinstance(metadata, dict) else metadata
 
 
 def _changed_columns(body: dict[str, Any], version: int) -> dict[str, Any]:
@@ -177,9 +191,13 @@ class ComputeService(ComputeOperations, ComputeEvents):
                         metadata=body.get("metadata") or {})
 
     @staticmethod
-    def save(row: ComputeRow, body: dict[str, Any]) -> None:
+    def save(session: Session, row: ComputeRow, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Apply ``edit`` to a copy of the row's body and store the result (columns, metadata index)."""
+        old_metadata = _metadata_of(row.body)
+        body = edit(dict(row.body))
         for name, value in _changed_columns(body, row.version).items():
             setattr(row, name, value)
+        _sync_metadata(session, row.id, old_metadata, body.get("metadata"))
 
     def load_row(self, session: Session, principal: Principal | None, compute_id: str, *,
                  for_update: bool = True) -> ComputeRow:
@@ -218,9 +236,11 @@ class ComputeService(ComputeOperations, ComputeEvents):
         if current is None:
             raise not_found("compute", compute_id)
         was_crashed = current.body.get("runningState") == "CRASHED"
+        old_metadata = _metadata_of(current.body)
         body = edit(dict(current.body))
         values = _changed_columns(body, current.version)
         _COMPLETE.execute(connection, {"b_id": compute_id, **values})
+        _sync_metadata(session, compute_id, old_metadata, body.get("metadata"))
         # An ORM copy of this compute loaded earlier in the same transaction is stale now.
         for instance in list(session.identity_map.values()):
             if isinstance(instance, ComputeRow) and instance.id == compute_id:
@@ -242,7 +262,7 @@ class ComputeService(ComputeOperations, ComputeEvents):
         if expect is not None and row.state not in expect:
             raise conflict(f"compute '{compute_id}' is {row.state}")
         was_crashed = row.body.get("runningState") == "CRASHED"
-        self.save(row, edit(dict(row.body)))
+        self.save(session, row, edit)
         if was_crashed and row.body.get("runningState") not in ("CRASHED", None) and self.alarms is not None:
             self.alarms.clear_alarm(session, compute_id, "computeCrashed")
         if claim is not None:
@@ -355,6 +375,8 @@ class ComputeService(ComputeOperations, ComputeEvents):
                       compute_name=body.get("computeName"))
         # A plain INSERT: the ORM unit of work cost more than the rest of the transaction.
         _INSERT.execute(connection_of(session), values)
+        if body["metadata"]:
+            _sync_metadata(session, plan.compute_id, None, body["metadata"])
         self.infra.record_claim(session, "compute", plan.compute_id, claim.to_dict(), new=True)
         return detached(ComputeRow, values)
 
@@ -486,7 +508,7 @@ class ComputeService(ComputeOperations, ComputeEvents):
             row = session.scalar(select(ComputeRow).where(ComputeRow.id == compute_id).with_for_update())
             if row is None:
                 return
-            self.save(row, fail(dict(row.body)))
+            self.save(session, row, fail)
             self.infra.forget_claim(session, compute_id)
             self.notify(session, row, "FAILED")
 

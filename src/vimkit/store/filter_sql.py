@@ -9,6 +9,11 @@ both), PostgreSQL strings are compared with ``COLLATE "C"`` (code-point order, a
 BINARY and Python), and the only dialect-specific pieces are three small set-returning functions
 (:class:`json_array_items` and friends) rendered as ``json_each`` on SQLite and
 ``jsonb_array_elements``/``jsonb_each_text`` on PostgreSQL. Every value is a bound parameter.
+
+A string map outside arrays (``metadata``) may have an index (:class:`MapLookup`, e.g.
+``vimkit.store.map_index.MapIndex``): ``eq`` and ``in`` on one of its keys — and so ``neq`` and
+``nin``, their complements — are answered by it; every other operator, and sorting, read the
+document.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 import ipaddress
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Protocol, Union, get_args, get_origin
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -69,6 +74,18 @@ class FieldSpec:
     column: ColumnElement[Any] | None = field(default=None, compare=False)
     array_path: tuple[str, ...] | None = None
     map_path: tuple[str, ...] | None = None
+
+
+class MapLookup(Protocol):
+    """An index of a string map of the documents (see ``vimkit.store.map_index``)."""
+
+    def condition(self, key: str, values: Sequence[str]) -> ColumnElement[bool]:
+        """The documents whose map has ``key`` with one of ``values``; never NULL."""
+        ...
+
+
+#: the operators a map index answers (after NEGATIONS: neq and nin are their complements)
+_MAP_INDEX_OPERATORS = frozenset({"eq", "in"})
 
 
 # --------------------------------------------------------------------------- schema tree
@@ -199,16 +216,21 @@ class FilterSchema:
         root: _Object,
         body_column: ColumnElement[Any],
         columns: Mapping[str, ColumnElement[Any]],
+        map_indexes: Mapping[tuple[str, ...], MapLookup] | None = None,
     ) -> None:
         self._root = root
         self.body_column = body_column
         self._columns = dict(columns)
+        self.map_indexes: dict[tuple[str, ...], MapLookup] = dict(map_indexes or {})
         self._cache: dict[tuple[str, ...], FieldSpec] = {}
         self._selectable: frozenset[str] | None = None
         for path in self._columns:
             spec = self.resolve(tuple(path.split("/")))
             if spec.array_path is not None or spec.map_path is not None:
                 raise ValueError(f"column attribute '{path}' must be a plain scalar attribute")
+        for map_path in self.map_indexes:
+            if not self._is_top_level_string_map(map_path):
+                raise ValueError(f"'{'/'.join(map_path)}' is not a string map outside arrays")
 
     @classmethod
     def from_model(
@@ -217,11 +239,21 @@ class FilterSchema:
         body_column: ColumnElement[Any],
         columns: Mapping[str, ColumnElement[Any]] | None = None,
         map_fields: frozenset[str] | set[str] = frozenset({"metadata"}),
+        map_indexes: Mapping[tuple[str, ...], MapLookup] | None = None,
     ) -> FilterSchema:
-        """Walk ``model`` by JSON (alias) names; ``columns`` maps paths to dedicated columns."""
+        """Walk ``model`` by JSON (alias) names; ``columns`` maps paths to dedicated columns,
+        ``map_indexes`` the paths of string maps (outside arrays) to their index."""
         root = _TreeBuilder(frozenset(map_fields)).model(model)
         assert isinstance(root, _Object)
-        return cls(root, body_column, columns or {})
+        return cls(root, body_column, columns or {}, map_indexes)
+
+    def _is_top_level_string_map(self, path: tuple[str, ...]) -> bool:
+        node: _Node = self._root
+        for name in path:
+            if not (isinstance(node, _Object) and name in node.children):
+                return False
+            node = node.children[name].node
+        return isinstance(node, _Map) and isinstance(node.value, _Scalar) and node.value.kind == "string"
 
     def resolve(self, path: tuple[str, ...]) -> FieldSpec:
         """The spec of the scalar attribute at ``path``; FilterError if unknown or not scalar."""
@@ -447,6 +479,10 @@ class _Compiler:
     def _positive(self, spec: FieldSpec, op: str, values: list[Any]) -> ColumnElement[bool]:
         if spec.column is not None:
             return self._column_condition(spec, op, values)
+        if spec.map_path is not None and spec.array_path is None and op in _MAP_INDEX_OPERATORS:
+            index = self.schema.map_indexes.get(spec.map_path)
+            if index is not None and spec.kind == "string":
+                return index.condition(spec.json_path[-1], values)
         if spec.kind == "datetime":
             values = [datetime_key(moment) for moment in values]
         if spec.array_path is None:
