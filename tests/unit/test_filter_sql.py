@@ -1,5 +1,7 @@
 """The SQL compiler agrees with the reference ``evaluate`` on SQLite and (when configured)
-PostgreSQL, on a fixed random dataset and random filters; plus schema, sort and error cases."""
+PostgreSQL, on a fixed random dataset and random filters; plus schema, sort and error cases.
+The documents' ``metadata`` has a map index (as computes' has), so eq/neq/in/nin on its keys are
+answered by the side table, and every other operator by the documents."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from vimkit.api.filters import (
     parse_filter,
 )
 from vimkit.store.filter_sql import FieldSpec, FilterSchema, compile_filter, compile_sort
+from vimkit.store.map_index import MapIndex
 
 PG_URL = os.environ.get("VIMKIT_TEST_PG_URL")
 UTC = timezone.utc
@@ -167,9 +170,24 @@ def _table(metadata: sa.MetaData) -> sa.Table:
     return sa.Table(
         "filter_docs", metadata,
         sa.Column("id", sa.String(16), primary_key=True),
+        sa.Column("seq", sa.Integer, unique=True, nullable=False),
         sa.Column("count_col", sa.BigInteger),
         sa.Column("created_col", sa.DateTime(timezone=True)),
         sa.Column("body", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+    )
+
+
+def _metadata_table(metadata: sa.MetaData) -> sa.Table:
+    """The map index of the documents' ``metadata`` (as ``compute_metadata``)."""
+    schema = f"{metadata.schema}." if metadata.schema else ""
+    return sa.Table(
+        "filter_doc_metadata", metadata,
+        sa.Column("doc_seq", sa.Integer, sa.ForeignKey(f"{schema}filter_docs.seq", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("key", sa.String(255), primary_key=True),
+        sa.Column("value", sa.String(1024), nullable=False),
+        sa.Column("value_digest", sa.String(16), nullable=False),
+        sa.Index("ix_filter_doc_metadata_lookup", "key", "value_digest", "doc_seq"),
     )
 
 
@@ -181,7 +199,8 @@ def _row(doc: dict[str, Any]) -> dict[str, Any]:
     created = datetime.fromisoformat(doc["createdAt"]) if doc.get("createdAt") else None
     if created is not None:
         created = created.astimezone(UTC) if created.tzinfo else created.replace(tzinfo=UTC)
-    return {"id": doc["docId"], "count_col": doc.get("count"), "created_col": created, "body": doc}
+    return {"id": doc["docId"], "seq": int(doc["docId"][1:]), "count_col": doc.get("count"),
+            "created_col": created, "body": doc}
 
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -203,13 +222,17 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
             conn.execute(sa.text(f'CREATE SCHEMA "{namespace}"'))
         metadata = sa.MetaData(schema=namespace)
     table = _table(metadata)
+    side = _metadata_table(metadata)
     metadata.create_all(engine)
     rows = [_row(doc) for doc in DOCS]
+    index = MapIndex(side, "doc_seq", table.c.seq, table.c.id)
     with engine.begin() as conn:
         conn.execute(table.insert(), rows)
+        conn.execute(side.insert(), index.rows((row["seq"], row["body"].get("metadata")) for row in rows))
     schema = FilterSchema.from_model(
         Doc, table.c.body, columns={"docId": table.c.id, "count": table.c.count_col,
                                     "createdAt": table.c.created_col},
+        map_indexes={("metadata",): index},
     )
     try:
         with engine.connect() as connection:
@@ -491,3 +514,27 @@ def test_selectable_attributes_are_optional_complex_ones() -> None:
     )
     assert JSON_SCHEMA.has_attribute(("ports", "metadata", "anything"))
     assert not JSON_SCHEMA.has_attribute(("ports", "nope"))
+
+
+@pytest.mark.parametrize(
+    ("text", "indexed"),
+    [("(eq,metadata/cluster,alpha)", True), ("(neq,metadata/cluster,alpha)", True),
+     ("(in,metadata/we~1ird,alpha,'',%)", True), ("(nin,metadata/zone,_)", True),
+     ("(cont,metadata/cluster,a)", False), ("(gt,metadata/cluster,a)", False),
+     ("(eq,ports/metadata/cluster,alpha)", False)],
+)
+def test_map_index_answers_eq_neq_in_nin_only(backend: Backend, text: str, indexed: bool) -> None:
+    expr = parse_filter(text)
+    where = compile_filter(expr, backend.schema, backend.dialect)
+    dialect = sqlite.dialect() if backend.dialect == "sqlite" else postgresql.dialect()
+    sql = str(sa.select(backend.table.c.id).where(where).compile(dialect=dialect))
+    assert ("filter_doc_metadata" in sql) is indexed
+    assert ("json_each" in sql or "jsonb_each_text" in sql or "jsonb_array_elements" in sql) is not indexed
+    assert backend.ids(where) == {i for i, doc in STORED.items() if evaluate(expr, doc, backend.schema)}
+
+
+def test_map_index_must_be_a_string_map_outside_arrays() -> None:
+    index = object()
+    for path in (("ports", "metadata"), ("name",), ("links",), ("nope",)):
+        with pytest.raises(ValueError, match="not a string map"):
+            FilterSchema.from_model(Doc, sa.column("body", sa.JSON()), map_indexes={path: index})  # type: ignore[dict-item]

@@ -79,8 +79,9 @@ class FieldSpec:
 class MapLookup(Protocol):
     """An index of a string map of the documents (see ``vimkit.store.map_index``)."""
 
-    def condition(self, key: str, values: Sequence[str]) -> ColumnElement[bool]:
-        """The documents whose map has ``key`` with one of ``values``; never NULL."""
+    def condition(self, key: str, values: Sequence[str], negated: bool = False) -> ColumnElement[bool]:
+        """The documents whose map has ``key`` with one of ``values``, or with ``negated`` every
+        other document (those without ``key`` included); never NULL."""
         ...
 
 
@@ -458,10 +459,19 @@ class _Compiler:
         spec = self.schema.resolve(condition.path)
         values = typed_values(condition, spec)
         op = NEGATIONS.get(condition.op, condition.op)
+        index = self._map_index(spec, op)
+        if index is not None:
+            return index.condition(spec.json_path[-1], values, negated=op != condition.op)
         positive = self._positive(spec, op, values)
         if op == condition.op:
             return positive
         return sa.not_(sa.func.coalesce(positive, sa.false()))
+
+    def _map_index(self, spec: FieldSpec, op: str) -> MapLookup | None:
+        """The index answering ``op`` (eq or in) on a key of a string map outside arrays, if any."""
+        if spec.map_path is None or spec.array_path is not None or op not in _MAP_INDEX_OPERATORS:
+            return None
+        return self.schema.map_indexes.get(spec.map_path) if spec.kind == "string" else None
 
     def sort_key(self, path: tuple[str, ...], descending: bool) -> ColumnElement[Any]:
         spec = self.schema.resolve(path)
@@ -479,10 +489,6 @@ class _Compiler:
     def _positive(self, spec: FieldSpec, op: str, values: list[Any]) -> ColumnElement[bool]:
         if spec.column is not None:
             return self._column_condition(spec, op, values)
-        if spec.map_path is not None and spec.array_path is None and op in _MAP_INDEX_OPERATORS:
-            index = self.schema.map_indexes.get(spec.map_path)
-            if index is not None and spec.kind == "string":
-                return index.condition(spec.json_path[-1], values)
         if spec.kind == "datetime":
             values = [datetime_key(moment) for moment in values]
         if spec.array_path is None:

@@ -59,17 +59,29 @@ class MapIndex:
 
     value_digest = staticmethod(value_digest)
 
-    def condition(self, key: str, values: Sequence[str]) -> ColumnElement[bool]:
-        """The owners whose map has ``key`` with one of ``values`` (a filter's ``eq`` or ``in``)."""
+    def condition(self, key: str, values: Sequence[str], negated: bool = False) -> ColumnElement[bool]:
+        """The owners whose map has ``key`` with one of ``values`` (a filter's ``eq`` or ``in``), or
+        with ``negated`` the others (``neq``, ``nin``: an owner without the key is one of them).
+        Never NULL.
+
+        Positive: the owners whose entry for ``key`` has one of the values' digests, read from the
+        index alone (no table row per entry), and whose entry has one of the values, checked
+        by primary key for those owners only. The planner can drive the query from the digest
+        list, so a selective value costs what it matches; checking the values inside that list
+        instead cost a table row per entry and tripled the time of a value most owners have.
+        Negated: per owner, one primary-key probe: a ``NOT IN`` list would hold every owner with
+        the value (80 ms for 90,000 of 100,000 computes, against 2 ms for the probes of a page).
+        """
         wanted = list(dict.fromkeys(values))
-        digests = list(dict.fromkeys(value_digest(value) for value in wanted))
         side = self.side
-        if len(wanted) == 1:
-            match = sa.and_(side.c.value_digest == digests[0], side.c.value == wanted[0])
-        else:
-            match = sa.and_(side.c.value_digest.in_(digests), side.c.value.in_(wanted))
-        owners = sa.select(self.side_seq).where(side.c.key == key, match)
-        return self.owner_seq.in_(owners)
+        value_matches = side.c.value == wanted[0] if len(wanted) == 1 else side.c.value.in_(wanted)
+        entry = sa.select(sa.literal(1)).where(self.side_seq == self.owner_seq, side.c.key == key, value_matches)
+        if negated:
+            return ~entry.exists()
+        digests = list(dict.fromkeys(value_digest(value) for value in wanted))
+        digest_matches = side.c.value_digest == digests[0] if len(digests) == 1 else side.c.value_digest.in_(digests)
+        candidates = sa.select(self.side_seq).where(side.c.key == key, digest_matches)
+        return sa.and_(self.owner_seq.in_(candidates), entry.exists())
 
     def replace(self, connection: Connection, owner_id: str, old: Mapping[str, Any] | None,
                 new: Mapping[str, Any] | None) -> None:
