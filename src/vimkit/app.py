@@ -259,9 +259,29 @@ def _tune_garbage_collector() -> None:
         gc.set_threshold(*GC_THRESHOLDS)
 
 
+async def _refresh_planner_statistics(database: Database) -> None:
+    try:
+        await asyncio.to_thread(database.refresh_planner_statistics)
+    except Exception:  # noqa: BLE001 - stale statistics cost speed, not correctness
+        log.exception("could not refresh the query planner statistics")
+
+
+async def _keep_planner_statistics(database: Database, interval: float) -> None:
+    """Refresh SQLite's planner statistics every ``interval`` seconds (the tables grow and shrink
+    while the server runs; see :meth:`Database.refresh_planner_statistics`)."""
+    while True:
+        await asyncio.sleep(interval)
+        await _refresh_planner_statistics(database)
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     services = app.state.services
+    statistics: asyncio.Task[None] | None = None
+    if services.database.dialect == "sqlite":
+        await _refresh_planner_statistics(services.database)
+        statistics = asyncio.create_task(
+            _keep_planner_statistics(services.database, services.settings.sqlite_analyze_interval))
     alarm_checks: asyncio.Task[None] | None = None
     capacity_announcer: asyncio.Task[None] | None = None
     if services.infrastructure is not None:
@@ -289,7 +309,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if services.performance is not None:
             await services.performance.stop()
-        for background in (alarm_checks, capacity_announcer):
+        for background in (alarm_checks, capacity_announcer, statistics):
             if background is not None:
                 background.cancel()
                 await asyncio.gather(background, return_exceptions=True)

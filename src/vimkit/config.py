@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default SQLite in the data directory."
     )
+    sqlite_analyze_interval: float = Field(
+        600.0, gt=0, le=86_400,
+        description="Seconds between refreshes of SQLite's query planner statistics (also done at start).")
     driver: DriverName = "sim"
     config: Path | None = Field(None, description="TOML config file (keys as in this model).")
     vim_id: str = Field("vimkit", min_length=1, max_length=64)

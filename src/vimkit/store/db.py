@@ -8,6 +8,7 @@ PostgreSQL uses READ COMMITTED plus explicit row locks where a decision depends 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -200,6 +201,28 @@ class Database:
             if session.info.pop("vimkit_notifications_emitted", False):
                 for hook in self.after_notifications:
                     hook()
+
+    def refresh_planner_statistics(self) -> None:
+        """Refresh SQLite's query planner statistics (``sqlite_stat1``); nothing on PostgreSQL,
+        whose autovacuum analyzes tables as they change.
+
+        Without statistics SQLite's planner guesses, and for a metadata filter of a tenant it
+        guessed wrong: it walked the tenant's index over every compute instead of reading the few
+        matching ones from the metadata index (15 ms against 0.6 ms over 100,000 computes).
+        ``analysis_limit`` bounds the work to about 1,000 entries per index: 4 ms on 100,000
+        computes, against 150 ms for a full ANALYZE, and the estimates lead to the same plans.
+        (``PRAGMA optimize`` would analyze nothing here: before SQLite 3.46 it only considers the
+        tables the same connection has queried.) The statement writes, so it queues with the
+        other writers of this process.
+        """
+        if self.dialect != "sqlite":
+            return
+        lock = self._write_lock if self._write_lock is not None else contextlib.nullcontext()
+        with lock, self.engine.connect() as connection:
+            driver = connection.connection.dbapi_connection
+            assert driver is not None
+            driver.execute("PRAGMA analysis_limit=1000")
+            driver.execute("ANALYZE")
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
