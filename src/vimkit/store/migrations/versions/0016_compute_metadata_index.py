@@ -2,7 +2,7 @@
 
 Revision ID: 0016
 Revises: 0015
-Create Date: 2026-11-27 10:00:00
+Create Date: 2026-11-26 07:20:00
 
 Hand-written; checked against ``Base.metadata`` with alembic's ``compare_metadata``
 (tests/unit/test_migrations.py).
