@@ -7,6 +7,7 @@ import asyncio
 import json
 import random
 import statistics
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -40,7 +41,7 @@ from vimkit.drivers import (
     VolumeSpec,
     VolumeState,
 )
-from vimkit.drivers.sim import STATE_FILE, LatencySpec, SimConfig, SimDriver
+from vimkit.drivers.sim import STATE_FILE, LatencySpec, SimConfig, SimDriver, core
 
 T = TypeVar("T")
 HOST = "zone-a-host-01"
@@ -563,6 +564,42 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
 
     run(after)
     assert run(lambda: make(tmp_path, clock=clock).list_hosts()) and make(tmp_path).faults() == []
+
+
+def test_state_is_written_soon_off_the_loop_and_at_close(tmp_path: Path) -> None:
+    """A change reaches the file within the save interval without a close (a killed process
+    loses at most that window); the write itself runs in a worker thread, and close waits for
+    it before writing the final state, so an older write never lands last."""
+    def saved() -> set[str]:
+        path = tmp_path / STATE_FILE
+        return set(json.loads(path.read_text())["computes"]) if path.exists() else set()
+
+    async def scenario() -> None:
+        driver = make(tmp_path, save_interval=0.01)
+        writers: list[str] = []
+        real_write = core.write_state
+
+        def write_state(*args: Any, **kwargs: Any) -> None:
+            writers.append(threading.current_thread().name)
+            real_write(*args, **kwargs)
+
+        core.write_state = write_state  # type: ignore[attr-defined]
+        try:
+            await boot(driver, "vm1")
+            for _ in range(300):
+                await asyncio.sleep(0.01)
+                if saved() == {"vm1"}:
+                    break
+            assert saved() == {"vm1"}
+            assert writers and threading.main_thread().name not in writers
+            await boot(driver, "vm2", OTHER_HOST)
+            await driver.close()
+            assert saved() == {"vm1", "vm2"}
+        finally:
+            core.write_state = real_write  # type: ignore[attr-defined]
+
+    run(scenario)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE]
 
 
 def test_a_corrupt_state_file_refuses_to_start(tmp_path: Path) -> None:

@@ -26,8 +26,20 @@ def base_url(request: Request) -> str:
     scope = request.scope
     base = scope.get("vimkit.base_url")
     if base is None:
-        base = scope["vimkit.base_url"] = str(request.base_url).rstrip("/")
+        # Starlette builds and parses a URL object for it (about 70 µs): remember the few
+        # distinct answers by what they are made of.
+        host = next((value for name, value in scope["headers"] if name == b"host"), None)
+        key = (scope.get("scheme"), host, scope.get("server"), scope.get("root_path"), scope.get("app_root_path"))
+        base = _BASE_URLS.get(key)
+        if base is None:
+            base = str(request.base_url).rstrip("/")
+            if len(_BASE_URLS) < 256:  # Host headers are the client's choice: keep the cache small
+                _BASE_URLS[key] = base
+        scope["vimkit.base_url"] = base
     return base
+
+
+_BASE_URLS: dict[tuple[Any, ...], str] = {}
 
 
 def with_self_link(request: Request, document: dict[str, Any], path: str) -> dict[str, Any]:

@@ -380,7 +380,7 @@ class ComputeService(ComputeOperations, ComputeEvents):
         self.infra.record_claim(session, "compute", plan.compute_id, claim.to_dict(), new=True)
         return detached(ComputeRow, values)
 
-    async def _realise(self, principal: Principal, plan: AllocationPlan, claim: Claim) -> None:
+    async def _realise(self, principal: Principal, plan: AllocationPlan, claim: Claim) -> ComputeRow:
         compute_id = plan.compute_id
         created_ports: list[str] = []
         plugged_ports: list[str] = []
@@ -429,7 +429,7 @@ class ComputeService(ComputeOperations, ComputeEvents):
                             runningState=info.running_state.value, operationalState="ENABLED")
                 return body
 
-            await self.change_soon(compute_id, finish, "ADDED")
+            return await self.change_soon(compute_id, finish, "ADDED")
         except asyncio.CancelledError:
             raise  # shutting down: recover() finishes the job at the next start
         except Exception as exc:  # noqa: BLE001 - every failure ends in FAILED with everything released

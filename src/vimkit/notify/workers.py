@@ -70,20 +70,31 @@ class _WritersLock:
         self.inner = inner
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
-    def __enter__(self) -> _WritersLock:
-        self.inner.acquire()
+    def acquire(self, blocking: bool = True) -> bool:
+        if not self.inner.acquire(blocking):
+            return False
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            fcntl.flock(self.fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.inner.release()
+            return False
         except BaseException:
             self.inner.release()
             raise
-        return self
+        return True
 
-    def __exit__(self, *exc: object) -> None:
+    def release(self) -> None:
         try:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
         finally:
             self.inner.release()
+
+    def __enter__(self) -> _WritersLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def share_sqlite_writes(database: Database) -> None:

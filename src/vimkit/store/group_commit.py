@@ -23,6 +23,13 @@ T = TypeVar("T")
 Work = Callable[[Session], Any]
 
 
+#: Batches up to this size are written on the event loop's thread when the SQLite writer is free
+#: (:meth:`Database.write_if_free`); bigger ones go to a worker thread, so the loop is never
+#: held for long. Under light load every batch is small, and the thread round trip cost more
+#: than the write itself.
+INLINE_BATCH = 4
+
+
 class GroupCommit:
     def __init__(self, database: Database, max_batch: int = 64) -> None:
         self.database = database
@@ -40,8 +47,11 @@ class GroupCommit:
     async def _drain(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+            works = [work for work, _future in batch]
             try:
-                outcomes = await asyncio.to_thread(self._write, [work for work, _future in batch])
+                outcomes = self._write_here(works) if len(works) <= INLINE_BATCH else None
+                if outcomes is None:
+                    outcomes = await asyncio.to_thread(self._write, works)
             except BaseException as exc:  # the commit itself failed: every item of the batch failed
                 for _work, future in batch:
                     if not future.done():
@@ -57,13 +67,21 @@ class GroupCommit:
                 else:
                     future.set_exception(value)
 
+    def _write_here(self, works: list[Work]) -> list[tuple[bool, Any]] | None:
+        with self.database.write_if_free() as session:
+            return None if session is None else self._run_works(session, works)
+
     def _write(self, works: list[Work]) -> list[tuple[bool, Any]]:
-        outcomes: list[tuple[bool, Any]] = []
         with self.database.write() as session:
-            for work in works:
-                try:
-                    with session.begin_nested():
-                        outcomes.append((True, work(session)))
-                except Exception as exc:  # noqa: BLE001 - handed to that caller only
-                    outcomes.append((False, exc))
+            return self._run_works(session, works)
+
+    @staticmethod
+    def _run_works(session: Session, works: list[Work]) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        for work in works:
+            try:
+                with session.begin_nested():
+                    outcomes.append((True, work(session)))
+            except Exception as exc:  # noqa: BLE001 - handed to that caller only
+                outcomes.append((False, exc))
         return outcomes

@@ -95,7 +95,8 @@ async def allocate_compute(body: ComputeAllocateRequest, request: Request,
     # exists (and must be deleted), rather than a problem a client would retry into a second one.
     finished = await _finished(request, task, raise_failure=False)
     if finished:
-        row = await point_read(request, service.get, principal, row.id)
+        # The compute as its allocation left it; a failed one is read back (its error is in it).
+        row = task.result() if task.exception() is None else await point_read(request, service.get, principal, row.id)
     document = _compute_document(request, row.body)
     response = document_response(request, row, document, 201, document["_links"]["self"]["href"])
     return _applied(response) if finished else response

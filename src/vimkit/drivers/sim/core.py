@@ -9,6 +9,7 @@ changes state without awaiting, so each is atomic with respect to the others on 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 import uuid
@@ -42,7 +43,9 @@ from vimkit.drivers.sim.state import (
     SimState,
     SimVolume,
     load_state,
+    encode_state,
     save_state,
+    write_state,
 )
 from vimkit.drivers.sim.workload import Profile
 from vimkit.infra.inventory import Inventory, default_inventory
@@ -52,6 +55,8 @@ _ACTIVE = (R.RUNNING.value, R.PAUSED.value, R.STARTING.value, R.REBOOTING.value)
 COMPUTE_OPERATIONS = frozenset(
     {"START", "STOP", "PAUSE", "UNPAUSE", "SUSPEND", "RESUME", "REBOOT", "CREATE_SNAPSHOT", "DELETE_SNAPSHOT"}
 )
+
+log = logging.getLogger("vimkit.sim")
 
 
 @dataclass
@@ -85,6 +90,7 @@ class SimCore:
         self._state = SimState()
         self._dirty = False
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._writing: asyncio.Future[None] | None = None  # the file write in a worker thread
         self._last_save_seconds = 0.0
         if self.config.state_dir is not None:
             document = load_state(self.config.state_dir)
@@ -99,8 +105,8 @@ class SimCore:
 
     def _save(self) -> None:
         """Persist soon rather than now: writing the whole state after every operation made
-        the file write cost O(computes) per call. Changes within ``save_interval`` (or ten
-        times the last write's duration, when the state is large) share one write, so a killed
+        the file write cost O(computes) per call. Changes within ``save_interval`` (or 25
+        times the last encoding's duration, when the state is large) share one write, so a killed
         process loses at most that window of simulated changes; ``close`` writes at once."""
         if self.config.state_dir is None:
             return
@@ -112,20 +118,41 @@ class SimCore:
         except RuntimeError:
             self._flush()
             return
-        # The wait grows with the write's cost, so writing takes at most a tenth of the loop's time.
-        delay = max(self.config.save_interval, 10 * self._last_save_seconds)
-        self._flush_handle = loop.call_later(delay, self._flush)
+        # The wait grows with the encoding's cost, so it takes at most 4 % of the loop's time.
+        delay = max(self.config.save_interval, 25 * self._last_save_seconds)
+        self._flush_handle = loop.call_later(delay, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        """The timer's write: encoded on the loop (a consistent snapshot), written to the file by a
+        worker thread, so the loop does not wait for the file system (several ms a write)."""
+        self._flush_handle = None
+        if not self._dirty or self.config.state_dir is None:
+            return
+        if self._writing is not None and not self._writing.done():
+            self._save()  # one write at a time, in order: try again after the interval
+            return
+        self._dirty = False
+        started = time.perf_counter()
+        data = encode_state(self._state.to_document(self.config.seed))
+        self._last_save_seconds = time.perf_counter() - started
+        loop = asyncio.get_running_loop()
+        self._writing = loop.run_in_executor(None, write_state, self.config.state_dir, data)
+        self._writing.add_done_callback(self._written)
+
+    def _written(self, writing: asyncio.Future[None]) -> None:
+        if not writing.cancelled() and writing.exception() is not None:
+            log.error("could not write the simulator's state", exc_info=writing.exception())
+            self._dirty = True
 
     def _flush(self) -> None:
+        """Write now, on this thread (``close``, and calls outside an event loop)."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
         if not self._dirty or self.config.state_dir is None:
             return
         self._dirty = False
-        started = time.perf_counter()
         save_state(self.config.state_dir, self._state.to_document(self.config.seed))
-        self._last_save_seconds = time.perf_counter() - started
 
     async def _enter(self, operation: str, *targets: str | None) -> None:
         """Wait the operation's latency, then fail it if a test asked for that."""

@@ -67,6 +67,8 @@ class SimDriver(ComputeOps, NetworkOps, StorageOps, MetricOps, FaultOps):
         if draws is not None and not draws.done():
             draws.cancel()
             await asyncio.gather(draws, return_exceptions=True)
+        if self._writing is not None:  # a timer's write still in a worker thread lands first
+            await asyncio.gather(self._writing, return_exceptions=True)
         self._dirty = True
         self._flush()
         self._hub.close()

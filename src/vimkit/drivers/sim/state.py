@@ -144,10 +144,20 @@ def save_state(directory: Path, document: dict[str, Any], *, durable: bool = Fal
     is in the kernel's page cache). ``durable`` adds the fsyncs that also survive a power cut;
     the simulator saves after every operation, and those fsyncs cost more than the operation.
     """
+    write_state(directory, encode_state(document), durable=durable)
+
+
+def encode_state(document: dict[str, Any]) -> bytes:
+    """The state file's bytes. One call holds the GIL throughout, so it reads a consistent state
+    even while other threads run."""
+    return orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS)
+
+
+def write_state(directory: Path, data: bytes, *, durable: bool = False) -> None:
+    """:func:`save_state`'s file work, for bytes from :func:`encode_state`; any thread."""
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / STATE_FILE
     temporary = directory / f".{STATE_FILE}.{os.getpid()}.tmp"
-    data = orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS)
     with open(temporary, "wb") as handle:
         handle.write(data)
         if durable:

@@ -1,0 +1,149 @@
+"""Small SQLite write transactions on the event loop's thread, and the WAL checkpoints that
+moved to a thread of their own so that such a commit never pays for one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from vimkit.notify.workers import share_sqlite_writes
+from vimkit.store.db import Database
+from vimkit.store.group_commit import INLINE_BATCH, GroupCommit
+
+
+def _database(tmp_path: Path) -> Database:
+    database = Database(f"sqlite:///{tmp_path / 'inline.db'}")
+    with database.write() as session:
+        session.execute(text("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL)"))
+    return database
+
+
+def _names(database: Database) -> list[str]:
+    with database.read() as session:
+        return list(session.scalars(text("SELECT name FROM items ORDER BY id")))
+
+
+def test_write_if_free_runs_here_only_while_no_writer_holds_the_lock(tmp_path: Path) -> None:
+    database = _database(tmp_path)
+    try:
+        with database.write_if_free() as session:
+            assert session is not None
+            session.execute(text("INSERT INTO items (name) VALUES ('here')"))
+        assert _names(database) == ["here"]
+
+        held, release = threading.Event(), threading.Event()
+
+        def writer() -> None:
+            with database.write() as session:
+                session.execute(text("INSERT INTO items (name) VALUES ('thread')"))
+                held.set()
+                release.wait(10)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        assert held.wait(10)
+        with database.write_if_free() as session:
+            assert session is None  # the caller must go and queue elsewhere, not wait here
+        release.set()
+        thread.join(10)
+        assert _names(database) == ["here", "thread"]
+
+        # A failure rolls back and lets the lock go.
+        with pytest.raises(RuntimeError):
+            with database.write_if_free() as session:
+                assert session is not None
+                session.execute(text("INSERT INTO items (name) VALUES ('lost')"))
+                raise RuntimeError("boom")
+        assert _names(database) == ["here", "thread"]
+        assert database.write_lock.acquire(False)
+        database.write_lock.release()
+    finally:
+        database.dispose()
+
+
+def test_write_if_free_respects_the_lock_shared_with_delivery_workers(tmp_path: Path) -> None:
+    ours, theirs = _database(tmp_path), Database(f"sqlite:///{tmp_path / 'inline.db'}")
+    share_sqlite_writes(ours)
+    share_sqlite_writes(theirs)  # another process's view of the same lock file
+    try:
+        with theirs.write() as session:
+            session.execute(text("INSERT INTO items (name) VALUES ('worker')"))
+            with ours.write_if_free() as inline:
+                assert inline is None
+        with ours.write_if_free() as inline:
+            assert inline is not None
+            inline.execute(text("INSERT INTO items (name) VALUES ('server')"))
+        assert _names(ours) == ["worker", "server"]
+    finally:
+        ours.dispose()
+        theirs.dispose()
+
+
+def test_only_sqlite_writes_inline(database_url: str) -> None:
+    database = Database(database_url)
+    try:
+        with database.write_if_free() as session:
+            # PostgreSQL has no process-wide writer to find free, and its round trips would stall
+            # the loop: its writes always go to a worker thread.
+            assert (session is not None) == (database.dialect == "sqlite")
+    finally:
+        database.dispose()
+
+
+def test_group_commit_writes_small_batches_on_the_loop_and_big_ones_in_a_thread(tmp_path: Path) -> None:
+    database = _database(tmp_path)
+    commits = GroupCommit(database)
+    loop_thread = threading.get_ident()
+
+    def insert(name: str):  # type: ignore[no-untyped-def]
+        def work(session):  # type: ignore[no-untyped-def]
+            session.execute(text("INSERT INTO items (name) VALUES (:name)"), {"name": name})
+            return threading.get_ident()
+        return work
+
+    async def scenario() -> None:
+        assert await commits.run(insert("alone")) == loop_thread
+        # One batch bigger than INLINE_BATCH: queued together before the writer task runs.
+        many = [commits.run(insert(f"many-{index}")) for index in range(INLINE_BATCH * 3)]
+        threads = await asyncio.gather(*many)
+        assert loop_thread not in threads[: INLINE_BATCH * 2]
+        # A failing work fails alone, inline as in a thread.
+        results = await asyncio.gather(commits.run(insert("alone")), commits.run(insert("twice")),
+                                       return_exceptions=True)
+        assert isinstance(results[0], Exception) and results[1] == loop_thread
+
+    try:
+        asyncio.run(scenario())
+        names = _names(database)
+        assert names[0] == "alone" and names[-1] == "twice" and len(names) == INLINE_BATCH * 3 + 2
+    finally:
+        database.dispose()
+
+
+def test_commits_do_not_checkpoint_the_checkpointer_thread_does(tmp_path: Path) -> None:
+    database = _database(tmp_path)
+    try:
+        with database.read() as session:
+            assert session.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 0
+        checkpoints = database._checkpoints
+        assert checkpoints is not None
+        wal = tmp_path / "inline.db-wal"
+        for index in range(450):
+            with database.write() as session:
+                session.execute(text("INSERT INTO items (name) VALUES (:name)"), {"name": f"n{index}"})
+        for _ in range(200):
+            if checkpoints.done >= 2:
+                break
+            threading.Event().wait(0.02)
+        assert checkpoints.done >= 2
+        # A PASSIVE checkpoint copied the WAL into the database: a new reader sees everything.
+        assert len(_names(database)) == 450
+        assert wal.exists()
+    finally:
+        database.dispose()
+    # dispose checkpoints once more and stops the thread
+    assert checkpoints._thread is not None and not checkpoints._thread.is_alive()
