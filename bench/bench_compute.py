@@ -8,7 +8,7 @@ hosts, then drives it with concurrent keep-alive HTTP/1.1 clients:
 1. ``POST /compute/v1/computes`` (m1.tiny) answered at once with ``ALLOCATING``: sustained
    requests/s and response latency;
 2. the same with ``Prefer: wait=30``: each answer arrives when the compute is ``ALLOCATED``, so
-   its latency is the time from POST to ALLOCATED — at --concurrency, then with 2 connections
+   its latency is the time from POST to ALLOCATED — at --concurrency, then with the fewer connections
    (below saturation: the time a compute takes rather than the time it queues);
 3. GET one compute and filtered lists (by name, by zone with a page of 100, by metadata) with
    ``--stored`` computes in the database (default 100,000; rows are inserted directly in bulk
@@ -112,7 +112,8 @@ def drive_wrk(base_url: str, token: str, name: str, method: str, template: str, 
           f"{1000 * cpu / max(int(match.group(1)), 1):.2f} ms |")
 
 
-def run_wrk(base_url: str, token: str, seconds: float, concurrency: int, stored: int, workdir: Path) -> None:
+def run_wrk(base_url: str, token: str, seconds: float, concurrency: int, stored: int, workdir: Path,
+            sweep: list[int]) -> None:
     print("| scenario | connections | requests/s | p50 | p99 | requests | errors | server CPU per request |")
     print("|---|---|---|---|---|---|---|---|")
     drive_wrk(base_url, token, "baseline: GET one flavour (same server, same run)", "GET",
@@ -124,10 +125,13 @@ def run_wrk(base_url: str, token: str, seconds: float, concurrency: int, stored:
     drive_wrk(base_url, token, "Allocate with `Prefer: wait` → 201 ALLOCATED (POST→ALLOCATED)", "POST",
               "/compute/v1/computes", '{"computeFlavourId": "m1.tiny", "computeName": "wrk-wait-{n}"}',
               seconds, concurrency, workdir, prefer="wait=30")
-    # The same below saturation: the time a compute takes, rather than the time it queues.
-    drive_wrk(base_url, token, "Allocate with `Prefer: wait`, light load (POST→ALLOCATED)", "POST",
-              "/compute/v1/computes", '{"computeFlavourId": "m1.tiny", "computeName": "wrk-light-{n}"}',
-              seconds, 2, workdir, prefer="wait=30")
+    # The same below saturation, load rising: with N connections each waiting for its compute,
+    # the rate is what the server sustains at that concurrency and the latency is the time a
+    # compute takes plus the time it queues behind the N - 1 others.
+    for connections in sweep:
+        drive_wrk(base_url, token, "Allocate with `Prefer: wait`, below saturation (POST→ALLOCATED)", "POST",
+                  "/compute/v1/computes", '{"computeFlavourId": "m1.tiny", "computeName": "wrk-light-{n}"}',
+                  seconds, connections, workdir, prefer="wait=30")
     if not stored:
         return
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}) as client:
@@ -253,6 +257,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--stored", type=int, default=100_000)
+    parser.add_argument("--sweep", default="2,4,8",
+                        help="connection counts for the POST→ALLOCATED rows below saturation (wrk only)")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--python-client", action="store_true", help="use httpx even when wrk is installed")
     args = parser.parse_args()
@@ -294,7 +300,8 @@ def main() -> None:
                   f"scenario, database {args.database_url or 'sqlite'}, simulated infrastructure without latency, "
                   f"load from {'wrk' if use_wrk else 'httpx'}")
             if use_wrk:
-                run_wrk(base_url, token, args.seconds, args.concurrency, args.stored, data_dir)
+                run_wrk(base_url, token, args.seconds, args.concurrency, args.stored, data_dir,
+                        [int(n) for n in args.sweep.split(",") if n.strip()])
             else:
                 asyncio.run(run(base_url, token, args.seconds, args.concurrency, args.stored))
         finally:
