@@ -225,7 +225,7 @@ async def run(base_url: str, token: str, seconds: float, concurrency: int, store
         page = (await client.get("/compute/v1/computes", params={"filter": "(eq,computeName,stored-000042)"})).json()
         known = page[0]["computeId"] if page else None
     if known is None:
-        print(f"(no stored computes: run with --stored N to measure queries over N computes)")
+        print("(no stored computes: run with --stored N to measure queries over N computes)")
         return
     rng = random.Random(3)
 
