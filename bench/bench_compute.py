@@ -88,6 +88,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_ticks() -> list[int]:
+    """The machine's CPU time by state (``/proc/stat``: user, nice, system, idle, iowait, irq,
+    softirq, steal)."""
+    return [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
 def drive_wrk(base_url: str, token: str, name: str, method: str, template: str, body: str, seconds: float,
               connections: int, workdir: Path, count: int = 1, prefer: str | None = None) -> None:
     """One scenario with wrk (C, one thread), so that the load generator does not starve the server
@@ -299,11 +305,16 @@ def main() -> None:
             print(f"vimkit compute benchmark: {args.concurrency} concurrent connections, {args.seconds:.0f} s per "
                   f"scenario, database {args.database_url or 'sqlite'}, simulated infrastructure without latency, "
                   f"load from {'wrk' if use_wrk else 'httpx'}")
+            ticks = machine_ticks()
             if use_wrk:
                 run_wrk(base_url, token, args.seconds, args.concurrency, args.stored, data_dir,
                         [int(n) for n in args.sweep.split(",") if n.strip()])
             else:
                 asyncio.run(run(base_url, token, args.seconds, args.concurrency, args.stored))
+            spent = [after - before for before, after in zip(ticks, machine_ticks())]
+            # Steal: time this virtual machine was ready to run but the host ran something else.
+            print(f"(machine CPU over the scenarios: {100 * (1 - spent[3] / max(sum(spent), 1)):.0f} % busy, "
+                  f"{100 * spent[7] / max(sum(spent), 1):.0f} % stolen by the host)")
         finally:
             server.terminate()
             server.wait(timeout=30)
