@@ -201,6 +201,9 @@ def test_prefer_wait_answers_with_the_final_state(cvim: RunningServer) -> None:
         assert response.status_code == 201 and response.headers["Preference-Applied"] == "wait"
         assert response.json()["provisioningState"] == "ALLOCATED"
         compute_id = response.json()["computeId"]
+        # The answer is the compute as its completion wrote it: what a GET reads, same ETag.
+        fetched = api.get(f"/compute/v1/computes/{compute_id}")
+        assert fetched.json() == response.json() and fetched.headers["ETag"] == response.headers["ETag"]
         stopped = api.post(f"/compute/v1/computes/{compute_id}/operate", json={"computeOperation": "STOP"},
                            headers=WAIT)
         assert stopped.status_code == 200 and stopped.json()["runningState"] == "STOPPED"

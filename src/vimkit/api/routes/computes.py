@@ -96,7 +96,8 @@ async def allocate_compute(body: ComputeAllocateRequest, request: Request,
     finished = await _finished(request, task, raise_failure=False)
     if finished:
         # The compute as its allocation left it; a failed one is read back (its error is in it).
-        row = task.result() if task.exception() is None else await point_read(request, service.get, principal, row.id)
+        succeeded = not task.cancelled() and task.exception() is None
+        row = task.result() if succeeded else await point_read(request, service.get, principal, row.id)
     document = _compute_document(request, row.body)
     response = document_response(request, row, document, 201, document["_links"]["self"]["href"])
     return _applied(response) if finished else response
