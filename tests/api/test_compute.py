@@ -560,3 +560,31 @@ def test_capacity_changes_are_announced_once_per_interval(tmp_path: Path, receiv
             assert not [n for n in notes if n["resourceTypeId"] == "zone:zone-a"]
     finally:
         server.stop()
+
+
+def test_list_pages_send_the_stored_documents_with_their_links(database_url: str, tmp_path: Path) -> None:
+    """A page kept whole is sent as stored (not decoded and encoded again): the same documents a
+    GET of each returns, on every page; attribute selectors still reduce them."""
+    server = start_server(tmp_path / "data", database_url, page_size=2, **compute_settings(tmp_path))
+    try:
+        with server.new_consumer().client() as api:
+            made = [allocate(api, computeName=name, metadata={"label": value})
+                    for name, value in (("n-1", "日本語 \"quoted\" \\ back"), ("n-2", ""), ("n-3", "🎉"))]
+            listed, url, params = [], "/compute/v1/computes", None
+            while url:
+                page = api.get(url, params=params)
+                assert page.status_code == 200 and page.headers["content-type"] == "application/json"
+                listed.extend(page.json())
+                link = page.links.get("next")
+                url, params = (link["url"], None) if link else (None, None)
+            assert [item["computeId"] for item in listed] == [item["computeId"] for item in made]
+            for item in listed:
+                assert item == api.get(f"/compute/v1/computes/{item['computeId']}").json()
+            assert listed[0]["_links"]["self"]["href"].endswith(f"/compute/v1/computes/{made[0]['computeId']}")
+            both = api.get("/compute/v1/computes", params={"all_fields": "", "filter": "(eq,computeName,n-1)"})
+            assert both.json() == [listed[0]]
+            reduced = api.get("/compute/v1/computes", params={"exclude_fields": "metadata",
+                                                             "filter": "(eq,computeName,n-1)"}).json()
+            assert "metadata" not in reduced[0] and reduced[0]["_links"] == listed[0]["_links"]
+    finally:
+        server.stop()

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from vimkit.api.filters import FilterError, parse_filter
 from vimkit.api.json import dumps
 from vimkit.api.problems import invalid
+from vimkit.api.resources import base_url
 from vimkit.api.selectors import Selector, SelectorError, parse_selectors
 from vimkit.store.filter_sql import FilterSchema, compile_filter, compile_sort
 from vimkit.store.repository import PageRequest
@@ -123,8 +124,32 @@ def page_response(
         if "_links" in document:
             selected["_links"] = document["_links"]  # SOL 013: links are never selected away
         body.append(selected)
-    headers = {}
-    if next_marker is not None:
-        next_url = request.url.include_query_params(nextpage_opaque_marker=next_marker)
-        headers["Link"] = f'<{next_url}>; rel="next"'
-    return Response(dumps(body), media_type="application/json", headers=headers)
+    return Response(dumps(body), media_type="application/json", headers=_paging_headers(request, next_marker))
+
+
+def text_page_response(
+    request: Request,
+    documents: Iterable[tuple[str, str]],
+    next_marker: str | None,
+    self_path: Callable[[str], str],
+) -> Response:
+    """:func:`page_response` for documents kept whole, given as ``(id, stored JSON text)``: each
+    is sent as stored with its ``_links`` appended, without being decoded and encoded again.
+    The JSON is the same as :func:`page_response` writes (on PostgreSQL, with the spaces its
+    ``jsonb`` text has)."""
+    base = base_url(request)
+    items = []
+    for resource_id, text in documents:
+        head = text.rstrip()[:-1].rstrip()  # the object without its closing brace
+        separator = "" if head.endswith("{") else ","
+        link = dumps(f"{base}{self_path(resource_id)}").decode()
+        items.append(f'{head}{separator}"_links":{{"self":{{"href":{link}}}}}}}')
+    return Response(f"[{','.join(items)}]".encode(), media_type="application/json",
+                    headers=_paging_headers(request, next_marker))
+
+
+def _paging_headers(request: Request, next_marker: str | None) -> dict[str, str]:
+    if next_marker is None:
+        return {}
+    next_url = request.url.include_query_params(nextpage_opaque_marker=next_marker)
+    return {"Link": f'<{next_url}>; rel="next"'}

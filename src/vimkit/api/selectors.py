@@ -94,6 +94,12 @@ class Selector:
                     )
         self._selectable = selectable
 
+    def keeps_everything(self, default_excluded: frozenset[str]) -> bool:
+        """Whether :meth:`apply` returns every document whole (the default selection of a
+        resource without a default exclude set)."""
+        return self.mode == "all_fields" or (
+            self.mode == "exclude_default" and not self.fields and not default_excluded)
+
     def apply(self, doc: dict[str, Any], default_excluded: frozenset[str]) -> dict[str, Any]:
         """A copy of ``doc`` reduced as selected; ``default_excluded`` is the resource's
         "default exclude set" (paths with ``/``)."""

@@ -277,9 +277,11 @@ class ComputeService(ComputeOperations, ComputeEvents):
             raise not_found("compute", compute_id)
         return row
 
-    def list(self, principal: Principal, page: PageRequest, where: ColumnElement[bool] | None) -> Page[Any]:  # plain rows
+    def list(self, principal: Principal, page: PageRequest, where: ColumnElement[bool] | None,
+             body_text: bool = False) -> Page[Any]:  # plain rows
         with self.database.read() as session:
-            return list_documents(session, ComputeRow, visibility_of(principal), page, where, plain=True)
+            return list_documents(session, ComputeRow, visibility_of(principal), page, where, plain=True,
+                                  body_text=body_text)
 
     def group_of(self, compute_id: str) -> str | None:
         with self.database.read() as session:

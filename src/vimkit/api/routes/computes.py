@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from vimkit.api.auth import current_principal, require_scope
 from vimkit.api.json import dumps
-from vimkit.api.listing import ListParams, list_params, page_response, prepare_listing
+from vimkit.api.listing import ListParams, list_params, page_response, prepare_listing, text_page_response
 from vimkit.api.prefer import requested_wait
 from vimkit.api.problems import PROBLEM_RESPONSES, ApiError
 from vimkit.api.resources import document_response, point_read, with_self_link
@@ -110,6 +110,10 @@ async def list_computes(request: Request, params: ListParams = Depends(list_para
                         principal: Principal = Depends(current_principal)) -> Response:
     services = request.app.state.services
     listing = prepare_listing(params, COMPUTE_SCHEMA, services.database.dialect, services.settings.page_size)
+    if listing.selector.keeps_everything(frozenset()):  # sent as stored, links appended
+        page = await run_in_threadpool(services.compute.list, principal, listing.page, listing.where, True)
+        return text_page_response(request, ((row.id, row.body) for row in page.items), page.next_marker,
+                                  lambda compute_id: f"{PREFIX}/computes/{compute_id}")
     page = await run_in_threadpool(services.compute.list, principal, listing.page, listing.where)
     return page_response(request, (row.body for row in page.items), page.next_marker, listing.selector,
                          decorate=lambda body: _compute_document(request, body))
