@@ -11,18 +11,15 @@ from __future__ import annotations
 import random
 import sqlite3
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-import pytest
-from alembic import command
 from sqlalchemy import insert, select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from tests.api.test_compute import MERGE, WAIT, allocate, compute_settings, wait_for
+from tests.api.test_compute import MERGE, WAIT, allocate, compute_settings, cvim, wait_for  # noqa: F401 - fixture
 from tests.conftest import RunningServer, start_server
 from vimkit.api.filters import evaluate, format_filter, parse_filter, Condition, FilterExpr
 from vimkit.domain.compute import COMPUTE_SCHEMA
@@ -30,22 +27,13 @@ from vimkit.store.compute_tables import COMPUTE_METADATA, ComputeMetadataRow, Co
 from vimkit.store.db import Database
 from vimkit.store.filter_sql import compile_filter
 from vimkit.store.map_index import value_digest
-from vimkit.store.migrate import _config, upgrade
+from vimkit.store.migrate import upgrade
 from vimkit.store.repository import utcnow
 
 LONG = "é" * 1024  # 1024 characters, 2048 bytes in UTF-8 (4 kB would be 1024 four-byte characters)
 WIDE = "🎉" * 1024  # 4096 bytes: over PostgreSQL's btree entry limit, hence the digest
 VALUES = ["c1", "c2", "C1", "50%", "5_0", "日本語", "", " c1", "c1 ", LONG, WIDE, "a,b", "it's"]
 KEYS = ["cluster", "role", "we/ird", "vimkit.cluster", "k,@~"]
-
-
-@pytest.fixture
-def cvim(database_url: str, tmp_path: Path) -> Iterator[RunningServer]:
-    server = start_server(tmp_path / "data", database_url, **compute_settings(tmp_path))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def ids(api: httpx.Client, text: str) -> set[str]:
@@ -193,11 +181,8 @@ def _compute_values(index: int, group: str, metadata: dict[str, str]) -> dict[st
 
 def test_migration_0016_fills_the_index_from_stored_computes(database_url: str) -> None:
     database = Database(database_url)
-    config = _config()
     try:
-        with database.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "0015")
+        upgrade(database, "0015")
         rows = [_compute_values(index, "g1", metadata) for index, metadata in enumerate(
             [{"cluster": "c1", "role": "worker"}, {"cluster": "c1"}, {}, {"cluster": WIDE}, {"cluster": "c2"}]
             + [{"cluster": f"n{n}"} for n in range(2500)])]  # more than one batch of the backfill

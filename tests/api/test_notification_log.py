@@ -7,13 +7,12 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
-from alembic import command
 from sqlalchemy import column, select, table, text, update
 
 from vimkit.notify.fanout import Audience, fan_out_once, prune, replay
 from vimkit.notify.outbox import emit, information_change
 from vimkit.store.db import Database
-from vimkit.store.migrate import _config, upgrade
+from vimkit.store.migrate import upgrade
 from vimkit.store.models import OutboxRow, SubscriptionRow
 from vimkit.store.repository import utcnow
 
@@ -120,11 +119,8 @@ def test_replay_numbers_as_fan_out_did_and_pruning_keeps_what_is_needed(database
 
 def test_upgrade_carries_pending_deliveries_over(database_url: str) -> None:
     database = Database(database_url)
-    config = _config()
     try:
-        with database.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "0014")
+        upgrade(database, "0014")
         now = utcnow()
         with database.engine.begin() as connection:
             for sid, next_sequence in (("busy", 5), ("idle", 3)):

@@ -20,11 +20,12 @@ def _config() -> Config:
     return config
 
 
-def upgrade(database: Database) -> None:
+def upgrade(database: Database, revision: str = "heads") -> None:
+    """Migrate to ``revision`` (every head by default; tests stop at an older one)."""
     config = _config()
     with database.engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "heads")
+        command.upgrade(config, revision)
 
 
 def is_current(database: Database) -> bool:
