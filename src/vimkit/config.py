@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default SQLite in the data directory."
     )
+    otel_telemetry: bool = Field(
+        False, description="FastAPI's native OpenTelemetry traces, metrics and logs (through the "
+        "globally configured OpenTelemetry providers), for FastAPI versions that have it.")
     sqlite_analyze_interval: float = Field(
         600.0, gt=0, le=86_400,
         description="Seconds between refreshes of SQLite's query planner statistics (also done at start).")

@@ -72,3 +72,17 @@ def test_serve_stops_with_one_line_on_a_bad_value(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "'port'" in lines[0], result.stderr
+
+
+def test_fastapi_native_telemetry_is_off_unless_asked_for(tmp_path: Path) -> None:
+    from fastapi import FastAPI
+
+    from vimkit.app import _telemetry_options
+    from vimkit.config import Settings
+
+    if not _telemetry_options(Settings(data_dir=tmp_path)):
+        pytest.skip("this FastAPI has no native telemetry")
+    for wanted in (False, True):
+        options = _telemetry_options(Settings(data_dir=tmp_path, otel_telemetry=wanted))
+        config = FastAPI(**options)._telemetry  # type: ignore[attr-defined]
+        assert (config["tracing"], config["metrics"], config["logs"]) == (wanted, wanted, wanted)
