@@ -61,7 +61,11 @@ def _service(request: Request):  # type: ignore[no-untyped-def]
 
 
 def _compute_document(request: Request, body: dict[str, Any]) -> dict[str, Any]:
-    return with_self_link(request, body, f"{PREFIX}/computes/{body['computeId']}")
+    return with_self_link(request, body, _compute_path(body["computeId"]))
+
+
+def _compute_path(compute_id: str) -> str:
+    return f"{PREFIX}/computes/{compute_id}"
 
 
 async def _finished(request: Request, task: asyncio.Task[Any], *, raise_failure: bool = True) -> bool:
@@ -113,7 +117,7 @@ async def list_computes(request: Request, params: ListParams = Depends(list_para
     if listing.selector.keeps_everything(frozenset()):  # sent as stored, links appended
         page = await run_in_threadpool(services.compute.list, principal, listing.page, listing.where, True)
         return text_page_response(request, ((row.id, row.body) for row in page.items), page.next_marker,
-                                  lambda compute_id: f"{PREFIX}/computes/{compute_id}")
+                                  _compute_path)
     page = await run_in_threadpool(services.compute.list, principal, listing.page, listing.where)
     return page_response(request, (row.body for row in page.items), page.next_marker, listing.selector,
                          decorate=lambda body: _compute_document(request, body))
