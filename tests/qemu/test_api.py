@@ -12,7 +12,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from tests.qemu.conftest import BOOT_TIMEOUT, kill_leftovers, qemu_pids
 from tests.receivers import Receiver
 from vimkit.drivers.qemu import local_inventory_toml
 from vimkit.drivers.qemu.host import tap_name
+from vimkit.drivers.qemu.vm import disk_serial
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.timeout(900)]
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -56,8 +57,8 @@ def wait_for(predicate, timeout: float):  # type: ignore[no-untyped-def]
         time.sleep(0.2)
 
 
-def serial_command(path: Path, command: str, expect: str, timeout: float = 30.0) -> str:
-    """Run ``command`` on a guest's serial console shell; return the console output up to ``expect``."""
+def serial_line(path: Path, command: str, found: Callable[[str], bool], timeout: float = 30.0) -> str:
+    """Run ``command`` on a guest's serial console shell; the first output line ``found`` accepts."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(str(path))
         sock.settimeout(1.0)
@@ -72,10 +73,25 @@ def serial_command(path: Path, command: str, expect: str, timeout: float = 30.0)
             if not chunk:
                 break
             seen += chunk
-            # The command is echoed: look for the answer on a line of its own.
-            if any(line.strip() == expect for line in seen.decode(errors="replace").splitlines()):
-                return seen.decode(errors="replace")
-        raise AssertionError(f"no {expect!r} on the console: {seen.decode(errors='replace')[-500:]}")
+            # The command is echoed: answers are looked for on lines of their own.
+            for line in seen.decode(errors="replace").splitlines():
+                if found(line.strip()):
+                    return line.strip()
+        raise AssertionError(f"no answer to {command!r} on the console: {seen.decode(errors='replace')[-500:]}")
+
+
+def serial_command(path: Path, command: str, expect: str, timeout: float = 30.0) -> str:
+    """Run ``command`` on a guest's serial console shell and wait for ``expect`` on a line of its own."""
+    return serial_line(path, command, lambda line: line == expect, timeout)
+
+
+def guest_disk_sectors(console: Path, volume_id: str, timeout: float = 30.0) -> int | None:
+    """The size in sectors of the guest's disk whose serial is the volume's; None while it has none."""
+    # SEC""TORS: the echoed command line never reads as an answer.
+    line = serial_line(console, 'for d in /sys/block/vd*; do [ "$(cat $d/serial)" = '
+                                f'"{disk_serial(volume_id)}" ] && echo SEC""TORS=$(cat $d/size); done; echo SEC""TORS=',
+                       lambda line: line.startswith("SECTORS="), timeout)
+    return int(line.removeprefix("SECTORS=")) if line != "SECTORS=" else None
 
 
 def ns_get(namespace: str, url: str, timeout: int = 5) -> subprocess.CompletedProcess:
@@ -172,15 +188,18 @@ def test_real_vms_through_the_api(qvim: RunningServer, tmp_path: Path) -> None:
         assert wait_for(lambda: any(os.readlink(fd).endswith(f"{volumes[2]}.qcow2")
                                     for fd in Path(f"/proc/{pid}/fd").iterdir()), 10)
 
-        # Volume 0 grown online: the guest sees 2 GiB on the device the VIM reported.
-        device = driver._state.volumes[volumes[0]].attachments[0][1]
-        assert device == "/dev/vdc"   # vda: the root disk, vdb: the config drive
-        serial_command(consoles[0], f"cat /sys/block/{device[5:]}/size", str(1 << 21))
+        # The guest sees the hot-plugged disk, found by its serial as a guest would (the name
+        # /dev/vdX follows the guest's probe order, which Linux does not promise).
+        assert wait_for(lambda: guest_disk_sectors(consoles[0], volumes[2]) == 1 << 21, 30)
+
+        # Volume 0 grown online: the guest sees 2 GiB on the disk with the volume's serial.
+        assert driver._state.volumes[volumes[0]].attachments[0][1] == "/dev/vdc"   # vda root, vdb config drive
+        assert guest_disk_sectors(consoles[0], volumes[0]) == 1 << 21
         grown = api.post(f"/storage/v1/storages/{volumes[0]}/scale", json={"sizeOfStorage": 2},
                          headers={"Prefer": "wait=60"})
         assert grown.status_code in (200, 202), grown.text
         assert wait_for(lambda: api.get(f"/storage/v1/storages/{volumes[0]}").json()["sizeOfStorage"] == 2, 60)
-        serial_command(consoles[0], f"sleep 1; cat /sys/block/{device[5:]}/size", str(2 << 21))
+        assert wait_for(lambda: guest_disk_sectors(consoles[0], volumes[0], timeout=5) == 2 << 21, 30)
 
         # A NIC on the second network added with Update: the guest configures it from the guest
         # channel and answers on that network; removed again, it no longer does.

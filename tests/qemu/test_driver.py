@@ -139,6 +139,7 @@ def test_crash_event_and_volumes(tmp_path: Path, guest_dir: Path) -> None:
         vm = driver._vms["vm-2"]
         blocks = await vm.execute("query-block")
         assert any(b.get("inserted", {}).get("node-name") == "vvol1" for b in blocks)
+        assert await vm.execute("qom-get", {"path": "/machine/peripheral/dev-vvol1", "property": "serial"}) == "vol-1"
         await driver.extend_volume("vol-1", 2)
         nodes = await vm.execute("query-named-block-nodes")
         assert [n["image"]["virtual-size"] for n in nodes if n["node-name"] == "vvol1"] == [2 << 30]

@@ -19,7 +19,7 @@ from vimkit.drivers.qemu.disks import create_qcow2
 from vimkit.drivers.qemu.host import CommandError, run
 from vimkit.drivers.qemu.network import unplug_device
 from vimkit.drivers.qemu.state import SnapshotRecord, VolumeRecord
-from vimkit.drivers.qemu.vm import Vm, node_name
+from vimkit.drivers.qemu.vm import Vm, disk_serial, node_name
 
 MAX_DISKS = 24
 
@@ -117,7 +117,8 @@ class StorageOps(QemuCore):
                 await vm.execute("blockdev-add", {"driver": "qcow2", "node-name": node,
                                                   "file": {"driver": "file", "filename": volume.path}})
                 try:
-                    await vm.execute("device_add", {"driver": "virtio-blk-pci", "drive": node, "id": f"dev-{node}"})
+                    await vm.execute("device_add", {"driver": "virtio-blk-pci", "drive": node, "id": f"dev-{node}",
+                                                    "serial": disk_serial(volume_id)})
                 except Exception:
                     await vm.execute("blockdev-del", {"node-name": node})
                     raise

@@ -50,6 +50,14 @@ def node_name(volume_id: str) -> str:
     return "v" + volume_id.replace("-", "")[:24]
 
 
+def disk_serial(volume_id: str) -> str:
+    """The virtio-blk serial a guest finds a volume by (``/sys/block/vdX/serial``, udev's
+    ``/dev/disk/by-id/virtio-<serial>``): its name ``/dev/vdX`` follows the guest's probe order,
+    which Linux does not promise. virtio-blk keeps 20 bytes, as Nova's serials do; a comma would
+    end QEMU's option."""
+    return "".join(c for c in volume_id if c.isalnum() or c in "-_.")[:20]
+
+
 def nic_id(port_id: str) -> str:
     return "n" + port_id.replace("-", "")[:24]
 
@@ -154,7 +162,7 @@ class Vm:
         for disk in disks:
             node = node_name(disk.volume_id)
             argv += ["-blockdev", f"driver=qcow2,node-name={node},file.driver=file,file.filename={disk.path}",
-                     "-device", f"virtio-blk-pci,drive={node},id=dev-{node}"]
+                     "-device", f"virtio-blk-pci,drive={node},id=dev-{node},serial={disk_serial(disk.volume_id)}"]
         return argv
 
     async def ensure_root_disk(self) -> None:
