@@ -73,8 +73,9 @@ def serial_line(path: Path, command: str, found: Callable[[str], bool], timeout:
             if not chunk:
                 break
             seen += chunk
-            # The command is echoed: answers are looked for on lines of their own.
-            for line in seen.decode(errors="replace").splitlines():
+            # The command is echoed: answers are looked for on whole lines of their own (the last
+            # line may still be arriving).
+            for line in seen.decode(errors="replace").split("\n")[:-1]:
                 if found(line.strip()):
                     return line.strip()
         raise AssertionError(f"no answer to {command!r} on the console: {seen.decode(errors='replace')[-500:]}")
