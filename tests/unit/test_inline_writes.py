@@ -8,11 +8,21 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import String, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from vimkit.notify.workers import share_sqlite_writes
 from vimkit.store.db import Database
 from vimkit.store.group_commit import INLINE_BATCH, GroupCommit
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class Item(_Base):
+    __tablename__ = "plain_items"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
 
 
 def _database(tmp_path: Path) -> Database:
@@ -147,3 +157,65 @@ def test_commits_do_not_checkpoint_the_checkpointer_thread_does(tmp_path: Path) 
         database.dispose()
     # dispose checkpoints once more and stops the thread
     assert checkpoints._thread is not None and not checkpoints._thread.is_alive()
+
+
+def test_plain_works_fail_alone_and_orm_changes_they_leave_follow_their_savepoint(database_url: str) -> None:
+    """``plain`` works get a savepoint of two driver statements instead of an ORM nested
+    transaction; what each commits or rolls back is the same as with one."""
+    database = Database(database_url)
+    with database.write() as session:
+        session.execute(text("CREATE TABLE plain_items (name VARCHAR(40) PRIMARY KEY)"))
+    commits = GroupCommit(database)
+
+    def insert(name: str, fail: bool = False):  # type: ignore[no-untyped-def]
+        def work(session):  # type: ignore[no-untyped-def]
+            session.execute(text("INSERT INTO plain_items (name) VALUES (:name)"), {"name": name})
+            if fail:
+                raise RuntimeError(name)
+            return name
+        return work
+
+    def orm_add(name: str, fail: bool = False):  # type: ignore[no-untyped-def]
+        def work(session):  # type: ignore[no-untyped-def]
+            session.add(Item(name=name))
+            if fail:
+                raise RuntimeError(name)
+            return name
+        return work
+
+    async def scenario() -> list[object]:
+        # One batch (queued before its writer runs), mixing plain and ORM-savepoint works; on
+        # PostgreSQL the duplicate aborts the transaction until its savepoint is rolled back.
+        return await asyncio.gather(
+            commits.run(insert("a"), plain=True),
+            commits.run(insert("b", fail=True), plain=True),
+            commits.run(insert("a"), plain=True),              # duplicate key: fails alone
+            commits.run(insert("c")),                          # an ORM nested transaction
+            commits.run(orm_add("d"), plain=True),             # left ORM changes: flushed in its savepoint
+            commits.run(orm_add("e", fail=True), plain=True),  # failed: its object is not written
+            commits.run(insert("f"), plain=True),
+            return_exceptions=True)
+
+    try:
+        for inline in (False, True):
+            if inline:  # a batch small enough to be written on the loop (SQLite)
+                with database.write() as session:
+                    session.execute(text("DELETE FROM plain_items"))
+                results = asyncio.run(asyncio.wait_for(_small_batch(commits, insert), 30))
+                assert isinstance(results[1], Exception) and [results[0], results[2]] == ["x", "z"]
+                with database.read() as session:
+                    assert list(session.scalars(text("SELECT name FROM plain_items ORDER BY name"))) == ["x", "z"]
+                continue
+            results = asyncio.run(scenario())
+            assert results[0] == "a" and results[3] == "c" and results[4] == "d" and results[6] == "f"
+            assert [type(results[i]) is not str for i in (1, 2, 5)] == [True, True, True]
+            with database.read() as session:
+                names = list(session.scalars(text("SELECT name FROM plain_items ORDER BY name")))
+            assert names == ["a", "c", "d", "f"]
+    finally:
+        database.dispose()
+
+
+async def _small_batch(commits: GroupCommit, insert):  # type: ignore[no-untyped-def]
+    return await asyncio.gather(commits.run(insert("x"), plain=True), commits.run(insert("y", True), plain=True),
+                                commits.run(insert("z"), plain=True), return_exceptions=True)

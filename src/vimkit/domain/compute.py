@@ -222,7 +222,8 @@ class ComputeService(ComputeOperations, ComputeEvents):
                           change_type: str | None = "MODIFIED", *, claim: Claim | None = None) -> ComputeRow:
         """:meth:`change` through the group commit: for the completions many tasks write at once."""
         if claim is None:
-            return await self.commits.run(lambda session: self._complete(session, compute_id, edit, change_type))
+            return await self.commits.run(lambda session: self._complete(session, compute_id, edit, change_type),
+                                          plain=True)
         return await self.commits.run(lambda session: self.change_in(session, None, compute_id, edit, change_type,
                                                                       claim=claim))
 
@@ -343,7 +344,9 @@ class ComputeService(ComputeOperations, ComputeEvents):
     async def allocate(self, principal: Principal, data: ComputeAllocateRequest) -> tuple[ComputeRow, asyncio.Task[Any]]:
         plans: list[AllocationPlan] = []
         try:
-            row, claim = await self.commits.run(lambda session: self._claim_and_insert(session, principal, data, plans))
+            # Plain statements unless claims are merged and journalled through the ORM (PostgreSQL).
+            row, claim = await self.commits.run(lambda session: self._claim_and_insert(session, principal, data, plans),
+                                                plain=not self.infra.sync.enabled)
         except PlacementError as exc:
             raise placement_error(exc, "locationConstraints") from exc
         except BaseException:

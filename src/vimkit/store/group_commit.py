@@ -7,6 +7,12 @@ its own SAVEPOINT: one that fails is rolled back alone and its caller gets its e
 others commit. A caller's result is delivered only after the commit, so nothing is reported
 done before it is durable. Under light load a batch holds one write and costs what a plain
 transaction costs.
+
+A work declared ``plain`` (it runs SQL statements and ORM reads, but adds, changes and deletes
+no ORM objects) gets its savepoint as two statements on the driver's cursor instead of an ORM
+nested transaction: the ORM's bookkeeping for a savepoint cost 45 µs of CPU against 3 µs, twice
+per allocation. Should a plain work leave ORM changes after all, they are flushed inside its
+savepoint; on failure, what it added is expunged and what it changed is expired.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from vimkit.store.db import Database
+from vimkit.store.repository import connection_of
 
 T = TypeVar("T")
 Work = Callable[[Session], Any]
+_SAVEPOINT = "vimkit_work"
 
 
 #: Batches up to this size are written on the event loop's thread when the SQLite writer is free
@@ -34,12 +42,13 @@ class GroupCommit:
     def __init__(self, database: Database, max_batch: int = 64) -> None:
         self.database = database
         self.max_batch = max_batch
-        self._queue: list[tuple[Work, asyncio.Future[Any]]] = []
+        self._queue: list[tuple[tuple[Work, bool], asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def run(self, work: Callable[[Session], T]) -> T:
+    async def run(self, work: Callable[[Session], T], *, plain: bool = False) -> T:
+        """Run ``work`` in the next batch's transaction; ``plain``: see the module's docstring."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append((work, future))
+        self._queue.append(((work, plain), future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._drain(), name="vimkit-group-commit")
         return await future
@@ -67,21 +76,49 @@ class GroupCommit:
                 else:
                     future.set_exception(value)
 
-    def _write_here(self, works: list[Work]) -> list[tuple[bool, Any]] | None:
+    def _write_here(self, works: list[tuple[Work, bool]]) -> list[tuple[bool, Any]] | None:
         with self.database.write_if_free() as session:
             return None if session is None else self._run_works(session, works)
 
-    def _write(self, works: list[Work]) -> list[tuple[bool, Any]]:
+    def _write(self, works: list[tuple[Work, bool]]) -> list[tuple[bool, Any]]:
         with self.database.write() as session:
             return self._run_works(session, works)
 
     @staticmethod
-    def _run_works(session: Session, works: list[Work]) -> list[tuple[bool, Any]]:
+    def _run_works(session: Session, works: list[tuple[Work, bool]]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
-        for work in works:
-            try:
-                with session.begin_nested():
-                    outcomes.append((True, work(session)))
-            except Exception as exc:  # noqa: BLE001 - handed to that caller only
-                outcomes.append((False, exc))
+        cursor = None
+        try:
+            for work, plain in works:
+                if not plain:
+                    try:
+                        with session.begin_nested():
+                            outcomes.append((True, work(session)))
+                    except Exception as exc:  # noqa: BLE001 - handed to that caller only
+                        outcomes.append((False, exc))
+                    continue
+                if cursor is None:
+                    cursor = connection_of(session).connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                outcomes.append(_run_plain(session, cursor, work))
+        finally:
+            if cursor is not None:
+                cursor.close()
         return outcomes
+
+
+def _run_plain(session: Session, cursor: Any, work: Work) -> tuple[bool, Any]:
+    cursor.execute(f"SAVEPOINT {_SAVEPOINT}")
+    try:
+        value = work(session)
+        if session.new or session.dirty or session.deleted:
+            session.flush()
+    except Exception as exc:  # noqa: BLE001 - handed to that caller only
+        cursor.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+        cursor.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+        for instance in list(session.new):
+            session.expunge(instance)
+        for instance in list(session.dirty) + list(session.deleted):
+            session.expire(instance)
+        return False, exc
+    cursor.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+    return True, value
