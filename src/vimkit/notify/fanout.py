@@ -225,11 +225,13 @@ def fan_out_once(database: Database, base_url: str) -> tuple[dict[str, list[Pend
         for offset, event in enumerate(events):
             position = top + 1 + offset
             placed.append({"s": event.seq, "p": position})
-            stamp, committed_ns = _stamp(event)
-            bodies = _Bodies(event.id, event.notification_type, stamp, event.payload)
+            bodies: _Bodies | None = None  # serialised only for an event some subscription wants
             for sub in audiences:
                 if not sub.wants(event):
                     continue
+                if bodies is None:
+                    stamp, committed_ns = _stamp(event)
+                    bodies = _Bodies(event.id, event.notification_type, stamp, event.payload)
                 sequence = next_sequence[sub.id]
                 next_sequence[sub.id] = sequence + 1
                 anchors.setdefault(sub.id, position - 1)
