@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -106,7 +107,7 @@ def test_only_sqlite_writes_inline(database_url: str) -> None:
 
 def test_group_commit_writes_small_batches_on_the_loop_and_big_ones_in_a_thread(tmp_path: Path) -> None:
     database = _database(tmp_path)
-    commits = GroupCommit(database)
+    commits = GroupCommit(database, inline_budget=0)  # by size alone; the budget: the next test
     loop_thread = threading.get_ident()
 
     def insert(name: str):  # type: ignore[no-untyped-def]
@@ -130,6 +131,43 @@ def test_group_commit_writes_small_batches_on_the_loop_and_big_ones_in_a_thread(
         asyncio.run(scenario())
         names = _names(database)
         assert names[0] == "alone" and names[-1] == "twice" and len(names) == INLINE_BATCH * 3 + 2
+    finally:
+        database.dispose()
+
+
+def test_group_commit_keeps_batches_on_the_loop_while_their_estimated_time_fits_the_budget(tmp_path: Path) -> None:
+    database = _database(tmp_path)
+    commits = GroupCommit(database, inline_budget=0.02)
+    loop_thread = threading.get_ident()
+
+    def insert(name: str, busy: float = 0.0):  # type: ignore[no-untyped-def]
+        def work(session):  # type: ignore[no-untyped-def]
+            session.execute(text("INSERT INTO items (name) VALUES (:name)"), {"name": name})
+            until = time.perf_counter() + busy
+            while time.perf_counter() < until:
+                pass
+            return threading.get_ident()
+        return work
+
+    async def batch(prefix: str, size: int, busy: float = 0.0) -> set[int]:
+        return set(await asyncio.gather(*(commits.run(insert(f"{prefix}-{i}", busy)) for i in range(size))))
+
+    async def scenario() -> None:
+        # Cheap works: a batch of 20, beyond INLINE_BATCH, still fits 20 ms once they are measured.
+        for round_ in range(5):
+            await batch(f"warm{round_}", INLINE_BATCH)
+        assert commits.work_seconds < 0.001
+        assert await batch("cheap", 20) == {loop_thread}
+        # Works of 3 ms each: once measured, 20 of them (60 ms) would hold the loop too long.
+        for round_ in range(8):
+            await batch(f"slow{round_}", 2, busy=0.003)
+        assert commits.work_seconds > 0.002
+        assert loop_thread not in await batch("heavy", 20, busy=0.003)
+        assert await batch("few", INLINE_BATCH, busy=0.003) == {loop_thread}  # small batches stay
+
+    try:
+        asyncio.run(scenario())
+        assert len(_names(database)) == 5 * INLINE_BATCH + 20 + 8 * 2 + 20 + INLINE_BATCH
     finally:
         database.dispose()
 

@@ -18,6 +18,7 @@ savepoint; on failure, what it added is expunged and what it changed is expired.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,16 +33,24 @@ _SAVEPOINT = "vimkit_work"
 
 
 #: Batches up to this size are written on the event loop's thread when the SQLite writer is free
-#: (:meth:`Database.write_if_free`); bigger ones go to a worker thread, so the loop is never
-#: held for long. Under light load every batch is small, and the thread round trip cost more
-#: than the write itself.
+#: (:meth:`Database.write_if_free`): under light load every batch is small, and the thread round
+#: trip cost more than the write itself.
 INLINE_BATCH = 4
+#: Bigger batches too, as long as their estimated write time (their works times the recent cost
+#: of one) stays under this, so the loop is never held for long. A batch written by a worker
+#: thread costs more CPU in all than on the loop (about a sixth more per allocation measured
+#: here): the worker gives up the GIL in every SQLite call and must win it back from the busy
+#: loop each time.
+INLINE_BUDGET = 0.005
+_FIRST_ESTIMATE = 0.0005  # seconds per work, until writes have been measured
 
 
 class GroupCommit:
-    def __init__(self, database: Database, max_batch: int = 64) -> None:
+    def __init__(self, database: Database, max_batch: int = 64, inline_budget: float = INLINE_BUDGET) -> None:
         self.database = database
         self.max_batch = max_batch
+        self.inline_budget = inline_budget
+        self.work_seconds = _FIRST_ESTIMATE  # a moving average of what one work costs to write
         self._queue: list[tuple[tuple[Work, bool], asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -58,7 +67,7 @@ class GroupCommit:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
             works = [work for work, _future in batch]
             try:
-                outcomes = self._write_here(works) if len(works) <= INLINE_BATCH else None
+                outcomes = self._write_here(works) if self._fits_inline(len(works)) else None
                 if outcomes is None:
                     outcomes = await asyncio.to_thread(self._write, works)
             except BaseException as exc:  # the commit itself failed: every item of the batch failed
@@ -76,13 +85,27 @@ class GroupCommit:
                 else:
                     future.set_exception(value)
 
+    def _fits_inline(self, size: int) -> bool:
+        return size <= INLINE_BATCH or size * self.work_seconds <= self.inline_budget
+
+    def _observe(self, seconds: float, size: int) -> None:
+        self.work_seconds += 0.2 * (seconds / size - self.work_seconds)
+
     def _write_here(self, works: list[tuple[Work, bool]]) -> list[tuple[bool, Any]] | None:
+        started = time.perf_counter()  # what the loop is held for
         with self.database.write_if_free() as session:
-            return None if session is None else self._run_works(session, works)
+            if session is None:
+                return None
+            outcomes = self._run_works(session, works)
+        self._observe(time.perf_counter() - started, len(works))
+        return outcomes
 
     def _write(self, works: list[tuple[Work, bool]]) -> list[tuple[bool, Any]]:
+        started = time.thread_time()  # what it would have held the loop for, without waiting for the GIL
         with self.database.write() as session:
-            return self._run_works(session, works)
+            outcomes = self._run_works(session, works)
+        self._observe(time.thread_time() - started, len(works))
+        return outcomes
 
     @staticmethod
     def _run_works(session: Session, works: list[tuple[Work, bool]]) -> list[tuple[bool, Any]]:
