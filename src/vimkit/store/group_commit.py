@@ -36,13 +36,14 @@ _SAVEPOINT = "vimkit_work"
 #: (:meth:`Database.write_if_free`): under light load every batch is small, and the thread round
 #: trip cost more than the write itself.
 INLINE_BATCH = 4
-#: Bigger batches too, as long as their estimated write time (their works times the recent cost
-#: of one) stays under this, so the loop is never held for long. A batch written by a worker
-#: thread costs more CPU in all than on the loop (about a sixth more per allocation measured
-#: here): the worker gives up the GIL in every SQLite call and must win it back from the busy
-#: loop each time.
-INLINE_BUDGET = 0.005
-_FIRST_ESTIMATE = 0.0005  # seconds per work, until writes have been measured
+#: Bigger batches too, as long as their estimated write time (a transaction's own cost plus their
+#: works times the cost of one, both as measured recently on the loop) stays under this, so the
+#: loop is never held for long. A batch written by a worker
+#: thread costs more CPU in all than on the loop (an allocation's two writes, 0.17 ms each on the
+#: loop, took 0.43 ms each on a worker measured here): the worker gives up the GIL in every
+#: SQLite call and must win it back from the busy loop each time.
+INLINE_BUDGET = 0.010
+_FIRST_ESTIMATE = 0.0005  # seconds per work (and per transaction), until writes have been measured
 
 
 class GroupCommit:
@@ -50,7 +51,11 @@ class GroupCommit:
         self.database = database
         self.max_batch = max_batch
         self.inline_budget = inline_budget
-        self.work_seconds = _FIRST_ESTIMATE  # a moving average of what one work costs to write
+        # Moving averages of what one work and a transaction's own begin and commit held the
+        # loop for, from the batches written there (batches of up to INLINE_BATCH go there
+        # whatever the estimate, so it keeps up).
+        self.work_seconds = _FIRST_ESTIMATE
+        self.transaction_seconds = _FIRST_ESTIMATE
         self._queue: list[tuple[tuple[Work, bool], asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -86,31 +91,31 @@ class GroupCommit:
                     future.set_exception(value)
 
     def _fits_inline(self, size: int) -> bool:
-        return size <= INLINE_BATCH or size * self.work_seconds <= self.inline_budget
-
-    def _observe(self, seconds: float, size: int) -> None:
-        self.work_seconds += 0.2 * (seconds / size - self.work_seconds)
+        return size <= INLINE_BATCH or self.transaction_seconds + size * self.work_seconds <= self.inline_budget
 
     def _write_here(self, works: list[tuple[Work, bool]]) -> list[tuple[bool, Any]] | None:
         started = time.perf_counter()  # what the loop is held for
         with self.database.write_if_free() as session:
             if session is None:
                 return None
-            outcomes = self._run_works(session, works)
-        self._observe(time.perf_counter() - started, len(works))
+            outcomes, in_works = self._run_works(session, works)
+        elapsed = time.perf_counter() - started
+        self.work_seconds += 0.2 * (in_works / len(works) - self.work_seconds)
+        self.transaction_seconds += 0.2 * (elapsed - in_works - self.transaction_seconds)
         return outcomes
 
     def _write(self, works: list[tuple[Work, bool]]) -> list[tuple[bool, Any]]:
-        started = time.thread_time()  # what it would have held the loop for, without waiting for the GIL
+        # Not observed: a worker's own CPU per work was 2.5 times the loop's for the same works
+        # (GIL trades), so it says little about what the loop would be held for.
         with self.database.write() as session:
-            outcomes = self._run_works(session, works)
-        self._observe(time.thread_time() - started, len(works))
-        return outcomes
+            return self._run_works(session, works)[0]
 
     @staticmethod
-    def _run_works(session: Session, works: list[tuple[Work, bool]]) -> list[tuple[bool, Any]]:
+    def _run_works(session: Session, works: list[tuple[Work, bool]]) -> tuple[list[tuple[bool, Any]], float]:
+        """Each work's outcome, and the seconds spent in the works (savepoints included)."""
         outcomes: list[tuple[bool, Any]] = []
         cursor = None
+        started = time.perf_counter()
         try:
             for work, plain in works:
                 if not plain:
@@ -126,7 +131,7 @@ class GroupCommit:
         finally:
             if cursor is not None:
                 cursor.close()
-        return outcomes
+        return outcomes, time.perf_counter() - started
 
 
 def _run_plain(session: Session, cursor: Any, work: Work) -> tuple[bool, Any]:
