@@ -182,3 +182,32 @@ def test_latencies_observed_together_are_observed_one_by_one() -> None:
         return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
 
     assert exposition(one) == exposition(together)
+
+
+def test_fan_out_on_the_loop_numbers_as_the_thread_does(database_url: str) -> None:
+    """``fan_out_here`` (the event loop's fan-out when the SQLite writer is free) takes at most
+    INLINE_BATCH rows and numbers them exactly as ``fan_out_once`` numbers the rest."""
+    from vimkit.notify.fanout import INLINE_BATCH, fan_out_here
+
+    database = Database(database_url)
+    try:
+        upgrade(database)
+        _subscribe(database, "alarms", "faults")
+        _emit_some(database, 0, INLINE_BATCH)  # 2 rows each: one compute-info, one faults
+        here = fan_out_here(database, BASE)
+        if database.dialect != "sqlite":
+            assert here is None  # PostgreSQL always fans out on a worker thread
+            return
+        assert here is not None
+        first, more = here
+        assert more and [p.sequence for p in first["alarms"]] == list(range(1, INLINE_BATCH // 2 + 1))
+        rest = _fan_out_all(database)
+        assert [p.sequence for p in rest["alarms"]] == list(range(INLINE_BATCH // 2 + 1, INLINE_BATCH + 1))
+        positions = [p.position for p in first["alarms"] + rest["alarms"]]
+        assert positions == sorted(positions) and len(set(positions)) == len(positions)
+        assert fan_out_here(database, BASE) == ({}, False)
+        # While another writer holds the lock, the loop does not wait for it.
+        with database.write():
+            assert fan_out_here(database, BASE) is None
+    finally:
+        database.dispose()

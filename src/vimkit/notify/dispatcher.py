@@ -39,7 +39,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import bindparam, func, or_, select, update
 
 from vimkit.notify.callbacks import TokenCache, auth_headers
-from vimkit.notify.fanout import Audience, Pending, execute_many, fan_out_once, prune, replay
+from vimkit.notify.fanout import Audience, Pending, execute_many, fan_out_here, fan_out_once, prune, replay
 from vimkit.notify.secrets import SecretBox
 from vimkit.notify.transport import CallbackClient, CallbackError
 from vimkit.store.db import Database
@@ -244,11 +244,19 @@ class Dispatcher:
             if pause > 0:
                 await asyncio.sleep(pause)
             last = time.monotonic()
+            # Woken by a commit that emitted notifications, there is work: the first batch is
+            # fanned out on the loop when the writer is free; a poll, or a backlog beyond
+            # that batch, goes to a worker thread (which looks before it takes the lock).
+            here = self._fanout_wake.is_set()
             self._fanout_wake.clear()
             try:
                 more = True
                 while more:
-                    produced, more = await asyncio.to_thread(fan_out_once, self.database, self.settings.base_url)
+                    done = fan_out_here(self.database, self.settings.base_url) if here else None
+                    here = False
+                    if done is None:
+                        done = await asyncio.to_thread(fan_out_once, self.database, self.settings.base_url)
+                    produced, more = done
                     for subscription_id, items in produced.items():
                         self._queues.setdefault(subscription_id, deque()).extend(items)
                         self._ready.add(subscription_id)
