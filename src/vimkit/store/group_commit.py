@@ -38,10 +38,10 @@ _SAVEPOINT = "vimkit_work"
 INLINE_BATCH = 4
 #: Bigger batches too, as long as their estimated write time (a transaction's own cost plus their
 #: works times the cost of one, both as measured recently on the loop) stays under this, so the
-#: loop is never held for long. A batch written by a worker
-#: thread costs more CPU in all than on the loop (an allocation's two writes, 0.17 ms each on the
-#: loop, took 0.43 ms each on a worker measured here): the worker gives up the GIL in every
-#: SQLite call and must win it back from the busy loop each time.
+#: loop is never held for long. A batch written by a worker thread costs more CPU in all than on
+#: the loop (an allocation's two writes, 0.17 ms each on the loop, took 0.43 ms each on a worker
+#: measured here): the worker gives up the GIL in every SQLite call and must win it back from the
+#: busy loop each time.
 INLINE_BUDGET = 0.010
 _FIRST_ESTIMATE = 0.0005  # seconds per work (and per transaction), until writes have been measured
 
