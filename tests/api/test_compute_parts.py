@@ -67,6 +67,10 @@ def test_nics_and_volumes_at_allocation_and_termination(cvim: RunningServer) -> 
         assert all(n["ownerId"] == compute_id and n["networkId"] == network_id for n in nics)
         assert [d["storageId"] for d in compute["virtualDisks"]] == disks
         assert all(d["device"].startswith("/dev/vd") for d in compute["virtualDisks"])
+        # The volume shows the device the compute shows for it (the backend chose it at boot).
+        assert all(api.get(f"/storage/v1/storages/{d['storageId']}").json()["attachments"]
+                   == [{"computeId": compute_id, "hostId": compute["hostId"], "device": d["device"]}]
+                   for d in compute["virtualDisks"])
         current = ports(api)
         assert {current[n["networkPortId"]]["attachedResourceId"] for n in nics} == {compute_id}
         assert all(attachments(api, d) == [compute_id] for d in disks)
@@ -133,6 +137,7 @@ def test_a_failure_at_any_step_leaves_nothing_behind(svim: RunningServer, receiv
         assert set(after_ports) == set(before_ports), step
         assert after_ports[supplied]["attachedResourceId"] is None
         assert all(attachments(api, d) == [] for d in disks)
+        assert all(driver._state.volumes[d].attachments == [] for d in disks), "the backend still holds a volume"
         if inject is not None:
             make_port(api, network_id, fixedIps=[{"subnetId": subnet_id, "ipAddress": wanted_ip}])
         notes = receiver.wait_for(1)
@@ -260,6 +265,34 @@ def test_parallel_allocations_never_oversubscribe(cvim: RunningServer) -> None:
         assert sum(h["usage"]["vcpusUsed"] for h in hosts) == 16
     with consumer.client() as api:
         assert len(api.get("/compute/v1/computes").json()) == 8
+
+
+def test_parallel_allocations_booting_one_volume(svim: RunningServer) -> None:
+    """A single-attach volume given to several allocations at once goes to exactly one of them;
+    the others are refused or end FAILED with nothing of theirs left behind."""
+    consumer = svim.new_consumer()
+    driver = svim.services.infrastructure.driver
+    with consumer.client() as api:
+        shared = volume(api, 5, locationConstraints={"zoneId": "zone-a"})
+        before = api.get("/compute-info/v1/capacity").json()
+    responses = _parallel(consumer.client, [{"computeFlavourId": "m1.tiny", "storageIds": [shared],
+                                             "locationConstraints": {"zoneId": "zone-a"}} for _ in range(8)])
+    computes = [r.json() for r in responses if r.status_code == 201]
+    winners = [c for c in computes if c["provisioningState"] == "ALLOCATED"]
+    assert len(winners) == 1, [r.text for r in responses]
+    losers = [c for c in computes if c is not winners[0]]
+    assert all(c["provisioningState"] == "FAILED" and c["error"]["cause"] == "CONFLICT" for c in losers)
+    assert all(r.json()["invalidParams"][0]["name"] == "storageIds/0" for r in responses if r.status_code != 201)
+    winner = winners[0]["computeId"]
+    with consumer.client() as api:
+        assert attachments(api, shared) == [winner]
+        assert [d["storageId"] for d in winners[0]["virtualDisks"]] == [shared]
+        for loser in losers:
+            assert api.delete(f"/compute/v1/computes/{loser['computeId']}", headers=WAIT).status_code == 204
+        assert [c["computeId"] for c in api.get("/compute/v1/computes").json()] == [winner]
+        assert api.delete(f"/compute/v1/computes/{winner}", headers=WAIT).status_code == 204
+        assert api.get("/compute-info/v1/capacity").json() == before
+    assert [c for c, _device in driver._state.volumes[shared].attachments] == []
 
 
 def test_owner_id_and_multi_attach_through_the_compute_api(svim: RunningServer) -> None:

@@ -3,10 +3,10 @@
 Long-running work follows rest-binding.md §1.5. A request validates everything it can up front
 (flavour, image, groups, networks, ports, volumes), claims capacity atomically in the placement
 engine, and commits the compute as ``ALLOCATING`` with its claim; the answer is ``201`` at once.
-A background task then realises the parts in order — ports created and plugged, the compute
-created by the driver, volumes attached — and commits ``ALLOCATED`` with the ADDED change
-notification. If any step fails, every part done so far is undone in reverse order (volumes
-detached, compute deleted, ports unplugged or deleted, claim released) and the compute ends
+A background task then realises the parts in order — ports created and plugged, volumes
+recorded as attached, the compute created by the driver with those volumes — and commits
+``ALLOCATED`` with the ADDED change notification. If any step fails, every part done so far is
+undone (compute deleted, volumes detached, ports unplugged or deleted, claim released) and the compute ends
 ``FAILED`` with a typed ``error`` and a FAILED notification: nothing stays allocated.
 
 Tasks on one compute are serialised: while a compute is ``ALLOCATING``, ``UPDATING`` or
@@ -43,7 +43,7 @@ from vimkit.domain.compute_support import (
     system_principal,
 )
 from vimkit.drivers.base import DriverError, DriverErrorCode
-from vimkit.drivers.specs import ComputeSpec, FixedIp, NicSpec, Segmentation, UserData
+from vimkit.drivers.specs import ComputeSpec, FixedIp, NicSpec, Segmentation, UserData, VolumeAttachmentSpec
 from vimkit.models.compute import ComputeAllocateRequest, VirtualCompute
 from vimkit.models.network import VirtualNetworkPortData
 from vimkit.notify.outbox import resource_change
@@ -405,6 +405,12 @@ class ComputeService(ComputeOperations, ComputeEvents):
                 await self.network.attach_soon(port_id, compute_id)
                 plugged_ports.append(port_id)
                 ports.append(await self.database.point_read(self._port_wiring, port_id))
+            # Volumes given at allocation are recorded as attached first (so no other compute takes
+            # them meanwhile) and then booted with: a disk hot-plugged right after boot can be
+            # missed by a guest that is still starting (seen with QEMU), one on the command line cannot.
+            for storage_id in plan.storage_ids:
+                await self.storage.attach(principal, storage_id, compute_id, claim.host_id, realise=False)
+                attached.append(storage_id)
             vcpus, memory_mb, disk_gb, arch = flavour_numbers(plan.flavour)
             user_data = plan.data.userData
             info = await self.infra.driver.create_compute(ComputeSpec(
@@ -414,14 +420,13 @@ class ComputeService(ComputeOperations, ComputeEvents):
                 numa=bool(plan.flavour["virtualMemory"].get("numaEnabled")),
                 user_data=UserData(user_data.content, user_data.method.value) if user_data else None,
                 nics=tuple(spec for spec, _doc in ports), metadata=dict(plan.data.metadata),
+                volumes=tuple(VolumeAttachmentSpec(storage_id) for storage_id in plan.storage_ids),
                 resource_group_id=plan.group,
             ))
             created = True
-            disks = []
-            for storage_id in plan.storage_ids:
-                volume = await self.storage.attach(principal, storage_id, compute_id, claim.host_id)
-                attached.append(storage_id)
-                disks.append(disk_document(volume.body, compute_id))
+            volumes = await self.storage.record_devices(
+                compute_id, {a.volume_id: a.device for a in info.attachments if a.volume_id in plan.storage_ids})
+            disks = [disk_document(volumes[storage_id].body, compute_id) for storage_id in plan.storage_ids]
             interfaces = [doc | {"ownerId": compute_id, "portCreatedByVim": port_id in created_ports}
                           for (_spec, doc), port_id in zip(ports, plugged_ports)]
             for interface, nic in zip(interfaces, plan.nics):
@@ -471,15 +476,22 @@ class ComputeService(ComputeOperations, ComputeEvents):
     async def _undo(self, principal: Principal, compute_id: str, created: bool, attached: Sequence[str],
                     plugged_ports: Sequence[str], created_ports: Sequence[str]) -> None:
         """Give back, in reverse order, whatever a failed task had done; each step is best effort
-        and logged, so that one failing undo does not leave the others undone."""
-        for storage_id in reversed(attached):
-            await self._quietly(self.storage.detach(principal, storage_id, compute_id), "detach", storage_id)
+        and logged, so that one failing undo does not leave the others undone.
+
+        The volumes were booted with the compute: deleting it detaches them in the backend, so only
+        their records remain to be dropped (after the deletion, so that no other compute is given
+        a volume the backend still holds)."""
+        deleted = True
         if created:
             try:
                 await self.infra.driver.delete_compute(compute_id)
             except DriverError as exc:
                 if exc.code is not DriverErrorCode.NOT_FOUND:
+                    deleted = False
                     log.error("could not delete backend compute %s: %s", compute_id, exc.message)
+        for storage_id in reversed(attached):
+            await self._quietly(self.storage.detach(principal, storage_id, compute_id, realise=not deleted),
+                                "detach", storage_id)
         for port_id in reversed(plugged_ports):
             await self._quietly(asyncio.to_thread(self.network.detach, port_id, compute_id), "unplug", port_id)
         for port_id in reversed(created_ports):

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import replace
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, insert, select
@@ -572,8 +572,8 @@ class StorageService:
                      *, realise: bool = True) -> StorageRow:
         """Attach a volume to a compute: 409 when it is attached and not multi-attach, or failed.
 
-        ``realise=False`` records an attachment the driver already made (``create_compute`` with
-        the volume in its spec); the caller checks first with :meth:`check_attachable`.
+        ``realise=False`` records an attachment the driver makes itself: ``create_compute`` with
+        the volume in its spec, after which :meth:`record_devices` records the guest device.
         """
         async with self._lock(volume_id):
             row = await self.database.point_read(self._read, principal, volume_id)
@@ -603,6 +603,22 @@ class StorageService:
                     except Exception:  # noqa: BLE001
                         log.exception("could not undo the attachment of %s to %s", volume_id, compute_id)
                 raise
+
+    async def record_devices(self, compute_id: str, devices: Mapping[str, str]) -> dict[str, StorageRow]:
+        """Record the guest device the backend gave each volume attached to ``compute_id`` (those
+        it was created with), in one transaction; the volumes by id."""
+        def record(session: Session) -> dict[str, StorageRow]:
+            rows = {}
+            for volume_id, device in devices.items():
+                def change(body: dict[str, Any], device: str = device) -> dict[str, Any]:
+                    body["attachments"] = [a | {"device": device} if a["computeId"] == compute_id else a
+                                           for a in body.get("attachments", [])]
+                    return body
+
+                rows[volume_id] = self._modify_in(session, None, volume_id, change)
+            return rows
+
+        return await self.commits.run(record) if devices else {}
 
     def check_attachable(self, row: StorageRow, compute_id: str) -> None:
         body = row.body

@@ -31,6 +31,8 @@ class ComputeOps(SimCore):
 
     async def create_compute(self, spec: ComputeSpec) -> ComputeInfo:
         await self._enter("create_compute", spec.compute_id, spec.host_id)
+        for attachment in spec.volumes:  # attached while booting: each takes (and can fail) as attach_volume does
+            await self._enter("attach_volume", attachment.volume_id, spec.compute_id)
         state = self._state
         if spec.compute_id in state.computes:
             raise _err(DriverErrorCode.CONFLICT, f"compute {spec.compute_id} already exists")

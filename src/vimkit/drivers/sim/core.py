@@ -178,7 +178,9 @@ class SimCore:
                   retryable: bool = False, count: int = 1) -> None:
         """Make the next ``count`` calls of ``operation`` (a method name such as
         ``create_compute`` or ``attach_volume``) fail — only those about ``target_id`` (an object
-        id, or for ``create_compute`` / ``migrate_compute`` also a host id) when given."""
+        id, or for ``create_compute`` / ``migrate_compute`` also a host id) when given.
+        ``create_compute`` attaches the volumes in its spec as ``attach_volume`` does, so an
+        ``attach_volume`` failure fails the creation that boots with that volume."""
         if not hasattr(self, operation) or operation.startswith("_"):
             raise ValueError(f"unknown operation {operation!r}")
         error = DriverError(code, message or f"injected failure of {operation}", retryable)
