@@ -71,12 +71,46 @@ request = function()
   return wrk.format(method, path, extra, payload)
 end
 done = function(summary, latency, requests)
-  io.write(string.format("RESULT %d %d %f %f\\n", summary.requests,
+  local late, latest = 0, 0
+  if threads then late, latest = threads[1]:get("late"), threads[1]:get("latest") end
+  io.write(string.format("RESULT %d %d %f %f %d %f\\n", summary.requests,
     summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
-    + summary.errors.timeout, latency:percentile(50), latency:percentile(99)))
+    + summary.errors.timeout, latency:percentile(50), latency:percentile(99), late, latest))
 end
 """
 
+
+# Open loop: requests leave at a fixed rate whatever the answers do (one slot every 1/rate s,
+# taken by whichever connection is free), as a CCM's requests arrive; a closed loop of N
+# connections instead measures the queue its own N requests make. The slots a free connection
+# took late are counted: with none late, wrk's latency (from the send) is the whole latency.
+WRK_RATE_SCRIPT = """
+local ffi = require("ffi")
+ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } vk_timespec; int clock_gettime(int, vk_timespec *); ]]
+local clock = ffi.new("vk_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, clock)
+  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+end
+interval = 1000 / rate
+next_slot = nil
+late = 0
+latest = 0
+delay = function()
+  local now = now_ms()
+  if next_slot == nil then next_slot = now end
+  local slot = next_slot
+  next_slot = next_slot + interval
+  if slot < now - 1 then
+    late = late + 1
+    if now - slot > latest then latest = now - slot end
+  end
+  if slot <= now then return 0 end
+  return math.floor(slot - now + 0.5)
+end
+threads = {}
+setup = function(thread) table.insert(threads, thread) end
+"""
 
 SERVER_PID: int | None = None
 
@@ -95,9 +129,11 @@ def machine_ticks() -> list[int]:
 
 
 def drive_wrk(base_url: str, token: str, name: str, method: str, template: str, body: str, seconds: float,
-              connections: int, workdir: Path, count: int = 1, prefer: str | None = None) -> None:
+              connections: int, workdir: Path, count: int = 1, prefer: str | None = None,
+              rate: float | None = None) -> None:
     """One scenario with wrk (C, one thread), so that the load generator does not starve the server
-    of the CPU an httpx client would take on this 2-core machine; prints a table row."""
+    of the CPU an httpx client would take on this 2-core machine; prints a table row. With ``rate``
+    the requests leave at that many per second (open loop, see WRK_RATE_SCRIPT)."""
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     if prefer:
         headers["Prefer"] = prefer
@@ -105,21 +141,23 @@ def drive_wrk(base_url: str, token: str, name: str, method: str, template: str, 
     script = workdir / "bench.lua"
     escaped = body.replace('"', '\\"')
     script.write_text(f'method = "{method}"\ntemplate = "{template}"\ncount = {count}\nbody = "{escaped}"\n'
-                      f"extra = {extra}\n" + WRK_SCRIPT)
+                      f"extra = {extra}\n" + (f"rate = {rate}\n" + WRK_RATE_SCRIPT if rate else "") + WRK_SCRIPT)
     cpu_before = cpu_seconds(SERVER_PID) if SERVER_PID else 0.0
     output = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "-s", str(script), base_url],
                             capture_output=True, text=True, check=True).stdout
     cpu = cpu_seconds(SERVER_PID) - cpu_before if SERVER_PID else 0.0
-    match = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+)", output)
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    assert match and rate, output
-    print(f"| {name} | {connections} | {float(rate.group(1)):,.0f} | {float(match.group(3)) / 1000:.1f} ms | "
+    match = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+) (\d+) ([\d.]+)", output)
+    achieved = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    assert match and achieved, output
+    if rate:
+        name += f" (offered {rate:,.0f}/s; {match.group(5)} sent > 1 ms late, at most {float(match.group(6)):.0f} ms)"
+    print(f"| {name} | {connections} | {float(achieved.group(1)):,.0f} | {float(match.group(3)) / 1000:.1f} ms | "
           f"{float(match.group(4)) / 1000:.1f} ms | {match.group(1)} | {match.group(2)} | "
           f"{1000 * cpu / max(int(match.group(1)), 1):.2f} ms |")
 
 
 def run_wrk(base_url: str, token: str, seconds: float, concurrency: int, stored: int, workdir: Path,
-            sweep: list[int]) -> None:
+            sweep: list[int], rates: list[float]) -> None:
     print("| scenario | connections | requests/s | p50 | p99 | requests | errors | server CPU per request |")
     print("|---|---|---|---|---|---|---|---|")
     drive_wrk(base_url, token, "baseline: GET one flavour (same server, same run)", "GET",
@@ -138,6 +176,11 @@ def run_wrk(base_url: str, token: str, seconds: float, concurrency: int, stored:
         drive_wrk(base_url, token, "Allocate with `Prefer: wait`, below saturation (POST→ALLOCATED)", "POST",
                   "/compute/v1/computes", '{"computeFlavourId": "m1.tiny", "computeName": "wrk-light-{n}"}',
                   seconds, connections, workdir, prefer="wait=30")
+    # At a fixed arrival rate: what a CCM sending that many allocations per second waits for each.
+    for rate in rates:
+        drive_wrk(base_url, token, "Allocate with `Prefer: wait` at a fixed rate (POST→ALLOCATED)", "POST",
+                  "/compute/v1/computes", '{"computeFlavourId": "m1.tiny", "computeName": "wrk-rate-{n}"}',
+                  seconds, 64, workdir, prefer="wait=30", rate=rate)
     if not stored:
         return
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}) as client:
@@ -265,6 +308,8 @@ def main() -> None:
     parser.add_argument("--stored", type=int, default=100_000)
     parser.add_argument("--sweep", default="2,4,8",
                         help="connection counts for the POST→ALLOCATED rows below saturation (wrk only)")
+    parser.add_argument("--rates", default="400,500",
+                        help="arrival rates (allocations/s) for the open-loop POST→ALLOCATED rows (wrk only)")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--python-client", action="store_true", help="use httpx even when wrk is installed")
     args = parser.parse_args()
@@ -308,7 +353,8 @@ def main() -> None:
             ticks = machine_ticks()
             if use_wrk:
                 run_wrk(base_url, token, args.seconds, args.concurrency, args.stored, data_dir,
-                        [int(n) for n in args.sweep.split(",") if n.strip()])
+                        [int(n) for n in args.sweep.split(",") if n.strip()],
+                        [float(n) for n in args.rates.split(",") if n.strip()])
             else:
                 asyncio.run(run(base_url, token, args.seconds, args.concurrency, args.stored))
             spent = [after - before for before, after in zip(ticks, machine_ticks())]

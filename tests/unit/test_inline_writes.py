@@ -257,3 +257,106 @@ def test_plain_works_fail_alone_and_orm_changes_they_leave_follow_their_savepoin
 async def _small_batch(commits: GroupCommit, insert):  # type: ignore[no-untyped-def]
     return await asyncio.gather(commits.run(insert("x"), plain=True), commits.run(insert("y", True), plain=True),
                                 commits.run(insert("z"), plain=True), return_exceptions=True)
+
+
+def test_write_on_loop_waits_for_a_busy_writer_without_holding_the_loop(tmp_path: Path) -> None:
+    database = _database(tmp_path)
+    commits = GroupCommit(database)
+    loop_thread = threading.get_ident()
+    held, release = threading.Event(), threading.Event()
+
+    def other_writer() -> None:  # e.g. the audit log's thread
+        with database.write() as session:
+            session.execute(text("INSERT INTO items (name) VALUES ('other')"))
+            held.set()
+            release.wait(10)
+
+    def insert(session):  # type: ignore[no-untyped-def]
+        session.execute(text("INSERT INTO items (name) VALUES ('mine')"))
+        return threading.get_ident()
+
+    async def scenario() -> None:
+        thread = threading.Thread(target=other_writer)
+        thread.start()
+        assert await asyncio.to_thread(held.wait, 10)
+        write = asyncio.ensure_future(commits.run(insert))
+        ticks = 0
+        while ticks < 20:  # the loop goes on while the write waits for the lock
+            await asyncio.sleep(0.005)
+            ticks += 1
+        assert not write.done()
+        release.set()
+        assert await write == loop_thread  # then written on the loop, not handed to a thread
+        await asyncio.to_thread(thread.join, 10)
+
+    try:
+        asyncio.run(scenario())
+        assert _names(database) == ["other", "mine"]
+    finally:
+        database.dispose()
+
+
+def test_a_write_cancelled_while_waiting_for_the_lock_leaves_it_free(tmp_path: Path) -> None:
+    database = _database(tmp_path)
+    held, release = threading.Event(), threading.Event()
+
+    def other_writer() -> None:
+        with database.write():
+            held.set()
+            release.wait(10)
+
+    async def wait_and_write() -> None:
+        async with database.write_on_loop() as session:
+            assert session is not None
+            session.execute(text("INSERT INTO items (name) VALUES ('never')"))
+
+    async def scenario() -> None:
+        thread = threading.Thread(target=other_writer)
+        thread.start()
+        assert await asyncio.to_thread(held.wait, 10)
+        waiting = asyncio.ensure_future(wait_and_write())
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await asyncio.to_thread(thread.join, 10)
+        # The waiting thread took the lock after the cancellation and let it go again.
+        assert await asyncio.to_thread(database.write_lock.acquire, True, 5)
+        database.write_lock.release()
+
+    try:
+        asyncio.run(scenario())
+        assert _names(database) == []
+    finally:
+        database.dispose()
+
+
+def test_the_loops_kept_write_session_starts_empty_every_time(tmp_path: Path) -> None:
+    database = _database(tmp_path)
+    try:
+        with database.write_if_free() as session:
+            assert session is not None
+            session.add(Item(name="kept"))  # a table this test creates below
+            session.info["left"] = True
+            first = session
+            _Base.metadata.create_all(session.connection())
+        with pytest.raises(RuntimeError):
+            with database.write_if_free() as session:
+                session.add(Item(name="rolled-back"))
+                session.flush()
+                raise RuntimeError("fails after writing")
+        # A transaction whose only work fails at once inside its savepoint (a group-commit work).
+        with database.write_if_free() as session:
+            with pytest.raises(RuntimeError), session.begin_nested():
+                raise RuntimeError("fails before any statement")
+        with database.write_if_free() as session:
+            session.add(Item(name="after-savepoint"))
+        with database.write_if_free() as session:
+            assert session is first and not session.info and not list(session)  # nothing carried over
+            assert session.connection().in_transaction()
+            assert sorted(session.scalars(text("SELECT name FROM plain_items"))) == ["after-savepoint", "kept"]
+        assert database.write_lock.acquire(False)
+        database.write_lock.release()
+    finally:
+        database.dispose()

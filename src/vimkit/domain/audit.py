@@ -30,7 +30,7 @@ from vimkit.store.repository import utcnow
 log = logging.getLogger("vimkit.audit")
 
 _BATCH = 500
-_LINGER = 0.02
+_LINGER = 0.1
 _RETRIES = 3
 _INSERT = insert(AuditRow.__table__)
 

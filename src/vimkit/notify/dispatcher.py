@@ -476,6 +476,8 @@ class Dispatcher:
         while not self._stopping:
             await asyncio.sleep(_FLUSH_INTERVAL)
             acks = self._take_acks()
+            if not (acks.sequences or acks.released or self._renew_due()):
+                continue  # nothing to record: no worker thread woken 50 times a second for nothing
             try:
                 await asyncio.to_thread(self._flush, acks, False, frozenset(self._active))
             except Exception:
@@ -483,6 +485,9 @@ class Dispatcher:
                 # or they would be re-sent as duplicates.
                 self._return_acks(acks)
                 log.warning("recording acknowledged notifications failed; retrying", exc_info=True)
+
+    def _renew_due(self) -> bool:
+        return time.monotonic() - self._last_renew >= self.settings.lease_seconds / 3
 
     def _take_acks(self) -> _Acks:
         """Called on the event loop, which is the only writer of ``self._acks``."""
@@ -506,7 +511,7 @@ class Dispatcher:
     def _flush(self, acks: _Acks, final: bool, active: frozenset[str] = frozenset()) -> None:
         """Record acknowledgements, release finished leases and renew the others, in one go."""
         now = utcnow()
-        renew = not final and time.monotonic() - self._last_renew >= self.settings.lease_seconds / 3
+        renew = not final and self._renew_due()
         # A subscription whose task restarted since it asked to be released keeps its lease.
         released = [sid for sid in acks.released if sid not in active]
         if not (acks.sequences or released or renew or final):

@@ -32,9 +32,9 @@ Work = Callable[[Session], Any]
 _SAVEPOINT = "vimkit_work"
 
 
-#: Batches up to this size are written on the event loop's thread when the SQLite writer is free
-#: (:meth:`Database.write_if_free`): under light load every batch is small, and the thread round
-#: trip cost more than the write itself.
+#: Batches up to this size are written on the event loop's thread (:meth:`Database.write_on_loop`,
+#: which waits for a busy SQLite writer without holding the loop): under light load every batch is
+#: small, and the thread round trip cost more than the write itself.
 INLINE_BATCH = 4
 #: Bigger batches too, as long as their estimated write time (a transaction's own cost plus their
 #: works times the cost of one, both as measured recently on the loop) stays under this, so the
@@ -72,7 +72,7 @@ class GroupCommit:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
             works = [work for work, _future in batch]
             try:
-                outcomes = self._write_here(works) if self._fits_inline(len(works)) else None
+                outcomes = await self._write_here(works) if self._fits_inline(len(works)) else None
                 if outcomes is None:
                     outcomes = await asyncio.to_thread(self._write, works)
             except BaseException as exc:  # the commit itself failed: every item of the batch failed
@@ -93,11 +93,11 @@ class GroupCommit:
     def _fits_inline(self, size: int) -> bool:
         return size <= INLINE_BATCH or self.transaction_seconds + size * self.work_seconds <= self.inline_budget
 
-    def _write_here(self, works: list[tuple[Work, bool]]) -> list[tuple[bool, Any]] | None:
-        started = time.perf_counter()  # what the loop is held for
-        with self.database.write_if_free() as session:
+    async def _write_here(self, works: list[tuple[Work, bool]]) -> list[tuple[bool, Any]] | None:
+        async with self.database.write_on_loop() as session:
             if session is None:
                 return None
+            started = time.perf_counter()  # what the loop is held for
             outcomes, in_works = self._run_works(session, works)
         elapsed = time.perf_counter() - started
         self.work_seconds += 0.2 * (in_works / len(works) - self.work_seconds)
