@@ -30,6 +30,8 @@ from vimkit.store.repository import utcnow
 log = logging.getLogger("vimkit.audit")
 
 _BATCH = 500
+# How long the thread waits for more entries after the first: one transaction (and one wake-up,
+# with its GIL trades against the event loop) per 100 ms at most, not one per request or two.
 _LINGER = 0.1
 _RETRIES = 3
 _INSERT = insert(AuditRow.__table__)
