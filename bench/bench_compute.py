@@ -10,14 +10,16 @@ hosts, then drives it with concurrent keep-alive HTTP/1.1 clients:
 2. the same with ``Prefer: wait=30``: each answer arrives when the compute is ``ALLOCATED``, so
    its latency is the time from POST to ALLOCATED — at --concurrency, then with the fewer connections
    (below saturation: the time a compute takes rather than the time it queues);
-3. GET one compute and filtered lists (by name, by zone with a page of 100, by metadata) with
+3. the same at fixed arrival rates (``--rates``, wrk only): one request every 1/rate s whatever
+   the answers do, as a CCM's requests arrive, with the sends a free connection took late counted;
+4. GET one compute and filtered lists (by name, by zone with a page of 100, by metadata) with
    ``--stored`` computes in the database (default 100,000; rows are inserted directly in bulk
    before the server starts, since only the queries are measured here).
 
 Each row also gives the server's CPU time (user + system, from ``/proc``) per request, which a
 shared machine's load moves far less than requests per second.
 
-    .venv/bin/python bench/bench_compute.py [--seconds 10] [--concurrency 16] [--stored 100000]
+    .venv/bin/python bench/bench_compute.py [--seconds 10] [--concurrency 16] [--stored 100000] [--rates 400,500]
 """
 
 from __future__ import annotations
