@@ -16,11 +16,12 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from vimkit.notify import filters
+from vimkit.store.db import NOTIFICATIONS_EMITTED_KEY
 from vimkit.store.models import OutboxRow
 from vimkit.store.prepared import Prepared
 from vimkit.store.repository import connection_of, utcnow
 
-EMITTED_KEY = "vimkit_notifications_emitted"
+EMITTED_KEY = NOTIFICATIONS_EMITTED_KEY
 _COLLECT_KEY = "vimkit_outbox_collect"  # see batched()
 _INSERT = Prepared(insert(OutboxRow.__table__))
 

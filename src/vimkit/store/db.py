@@ -147,6 +147,11 @@ async def _acquire_in_thread(lock: Any) -> None:
         raise
 
 
+# Set in ``session.info`` by a transaction that emitted notifications (vimkit.notify.outbox):
+# after its commit, the ``after_notifications`` hooks wake the dispatchers.
+NOTIFICATIONS_EMITTED_KEY = "vimkit_notifications_emitted"
+
+
 def _in_event_loop() -> bool:
     try:
         asyncio.get_running_loop()
@@ -334,14 +339,10 @@ class Database:
             session.rollback()
             raise
         finally:
-            emitted = session.info.pop("vimkit_notifications_emitted", False)
+            emitted = session.info.pop(NOTIFICATIONS_EMITTED_KEY, False)
             session.info.clear()
             session.close()
-        if self._checkpoints is not None:
-            self._checkpoints.committed()
-        if emitted:
-            for hook in self.after_notifications:
-                hook()
+        self._committed(emitted)
 
     @contextmanager
     def _write_session(self) -> Iterator[Session]:
@@ -354,11 +355,14 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
-            if self._checkpoints is not None:
-                self._checkpoints.committed()
-            if session.info.pop("vimkit_notifications_emitted", False):
-                for hook in self.after_notifications:
-                    hook()
+            self._committed(session.info.pop(NOTIFICATIONS_EMITTED_KEY, False))
+
+    def _committed(self, emitted_notifications: bool) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.committed()
+        if emitted_notifications:
+            for hook in self.after_notifications:
+                hook()
 
     def refresh_planner_statistics(self) -> None:
         """Refresh SQLite's query planner statistics (``sqlite_stat1``); nothing on PostgreSQL,
