@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -87,12 +88,19 @@ def serial_command(path: Path, command: str, expect: str, timeout: float = 30.0)
 
 
 def guest_disk_sectors(console: Path, volume_id: str, timeout: float = 30.0) -> int | None:
-    """The size in sectors of the guest's disk whose serial is the volume's; None while it has none."""
+    """The size in sectors of the guest's disk whose serial is the volume's; None while it has none.
+
+    The answer carries a token of its own: the guest may still be sending the last line of an
+    earlier command (its "none" line) when the next one connects, and that line, taken for this
+    command's answer, once made a disk that was there look missing."""
+    token = uuid.uuid4().hex[:8]
     # SEC""TORS: the echoed command line never reads as an answer.
-    line = serial_line(console, 'for d in /sys/block/vd*; do [ "$(cat $d/serial)" = '
-                                f'"{disk_serial(volume_id)}" ] && echo SEC""TORS=$(cat $d/size); done; echo SEC""TORS=',
-                       lambda line: line.startswith("SECTORS="), timeout)
-    return int(line.removeprefix("SECTORS=")) if line != "SECTORS=" else None
+    marker = f"SECTORS-{token}="
+    echo = f'echo SEC""TORS-{token}='
+    line = serial_line(console, f'for d in /sys/block/vd*; do [ "$(cat $d/serial)" = "{disk_serial(volume_id)}" ] '
+                                f'&& {echo}$(cat $d/size); done; {echo}',
+                       lambda line: line.startswith(marker), timeout)
+    return int(line.removeprefix(marker)) if line != marker else None
 
 
 def ns_get(namespace: str, url: str, timeout: int = 5) -> subprocess.CompletedProcess:
@@ -195,7 +203,7 @@ def test_real_vms_through_the_api(qvim: RunningServer, tmp_path: Path) -> None:
 
         # Volume 0 grown online: the guest sees 2 GiB on the disk with the volume's serial.
         assert driver._state.volumes[volumes[0]].attachments[0][1] == "/dev/vdc"   # vda root, vdb config drive
-        # Given at allocation, it was on QEMU's command line: the guest had it from boot.
+        # Given at allocation, it was on QEMU's command line: the guest has had it since boot.
         assert guest_disk_sectors(consoles[0], volumes[0]) == 1 << 21
         grown = api.post(f"/storage/v1/storages/{volumes[0]}/scale", json={"sizeOfStorage": 2},
                          headers={"Prefer": "wait=60"})

@@ -406,8 +406,8 @@ class ComputeService(ComputeOperations, ComputeEvents):
                 plugged_ports.append(port_id)
                 ports.append(await self.database.point_read(self._port_wiring, port_id))
             # Volumes given at allocation are recorded as attached first (so no other compute takes
-            # them meanwhile) and then booted with: a disk hot-plugged right after boot can be
-            # missed by a guest that is still starting (seen with QEMU), one on the command line cannot.
+            # them meanwhile), then the compute is created with them, as Nova does: the guest has
+            # them from boot, with no hot-plug for it to handle while it is still starting.
             for storage_id in plan.storage_ids:
                 await self.storage.attach(principal, storage_id, compute_id, claim.host_id, realise=False)
                 attached.append(storage_id)
