@@ -130,3 +130,32 @@ def test_concurrent_attaches_of_a_single_attach_volume(tmp_path: Path) -> None:
         asyncio.run(scenario())
     finally:
         services.close()
+
+
+def test_an_attachment_recorded_for_a_boot_keeps_the_device_the_backend_named(tmp_path: Path) -> None:
+    """What an allocation does with the volumes it boots a compute with: record the attachment
+    first, then the device the backend named (or none, when it named none)."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'v.db'}",
+                        log_level="warning", **storage_settings(tmp_path))  # type: ignore[arg-type]
+    services = build_services(settings)
+    storage = services.storage  # type: ignore[union-attr]
+    me = Principal("consumer-test", "rg-test", frozenset({"storage:read", "storage:write"}))
+
+    async def scenario() -> None:
+        named, unnamed = [await storage.allocate(me, StorageAllocateRequest.model_validate(
+            {"storageData": {"typeOfStorage": "volume", "sizeOfStorage": 1}})) for _ in range(2)]
+        for volume in (named, unnamed):
+            await storage.attach(me, volume.id, "vm-boot", "host-a1", realise=False)
+        rows = await storage.record_devices("vm-boot", {named.id: "/dev/vdc", unnamed.id: None})
+        assert rows[named.id].body["attachments"] == [{"computeId": "vm-boot", "hostId": "host-a1",
+                                                       "device": "/dev/vdc"}]
+        assert rows[unnamed.id].body["attachments"] == [{"computeId": "vm-boot", "hostId": "host-a1"}]
+        assert storage.get(me, named.id).body["attachments"][0]["device"] == "/dev/vdc"
+        with pytest.raises(ApiError) as refused:  # recorded as attached: no other compute takes it
+            await storage.attach(me, unnamed.id, "vm-other", "host-a1")
+        assert refused.value.status == 409
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        services.close()

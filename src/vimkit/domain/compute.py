@@ -424,8 +424,9 @@ class ComputeService(ComputeOperations, ComputeEvents):
                 resource_group_id=plan.group,
             ))
             created = True
+            reported = {a.volume_id: a.device for a in info.attachments}
             volumes = await self.storage.record_devices(
-                compute_id, {a.volume_id: a.device for a in info.attachments if a.volume_id in plan.storage_ids})
+                compute_id, {storage_id: reported.get(storage_id) for storage_id in plan.storage_ids})
             disks = [disk_document(volumes[storage_id].body, compute_id) for storage_id in plan.storage_ids]
             interfaces = [doc | {"ownerId": compute_id, "portCreatedByVim": port_id in created_ports}
                           for (_spec, doc), port_id in zip(ports, plugged_ports)]

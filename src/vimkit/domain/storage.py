@@ -604,12 +604,19 @@ class StorageService:
                         log.exception("could not undo the attachment of %s to %s", volume_id, compute_id)
                 raise
 
-    async def record_devices(self, compute_id: str, devices: Mapping[str, str]) -> dict[str, StorageRow]:
+    async def record_devices(self, compute_id: str, devices: Mapping[str, str | None]) -> dict[str, StorageRow]:
         """Record the guest device the backend gave each volume attached to ``compute_id`` (those
-        it was created with), in one transaction; the volumes by id."""
+        it was created with; None when it named none), in one transaction; the volumes by id."""
         def record(session: Session) -> dict[str, StorageRow]:
             rows = {}
             for volume_id, device in devices.items():
+                if device is None:
+                    row = session.scalar(select(StorageRow).where(StorageRow.id == volume_id))
+                    if row is None:
+                        raise not_found("storage", volume_id)
+                    rows[volume_id] = row
+                    continue
+
                 def change(body: dict[str, Any], device: str = device) -> dict[str, Any]:
                     body["attachments"] = [a | {"device": device} if a["computeId"] == compute_id else a
                                            for a in body.get("attachments", [])]
