@@ -136,6 +136,17 @@ class _Checkpointer:
             log.warning("final WAL checkpoint failed", exc_info=True)
 
 
+@contextmanager
+def _committing(session: Session) -> Iterator[None]:
+    """Commit when the block succeeds, roll back on any exception."""
+    try:
+        yield
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
 async def _acquire_in_thread(lock: Any) -> None:
     """Block a worker thread, not the loop, until ``lock`` is taken; it is then the caller's."""
     taken = asyncio.get_running_loop().run_in_executor(None, lock.acquire)
@@ -333,11 +344,8 @@ class Database:
         # even when the first thing a work does is a savepoint it rolls back.
         session.connection()
         try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+            with _committing(session):
+                yield session
         finally:
             emitted = session.info.pop(NOTIFICATIONS_EMITTED_KEY, False)
             session.info.clear()
@@ -349,12 +357,8 @@ class Database:
         with self._sessions() as session:
             if self.dialect == "sqlite":
                 session.connection(execution_options={_SQLITE_BEGIN_OPTION: "IMMEDIATE"})
-            try:
+            with _committing(session):
                 yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
             self._committed(session.info.pop(NOTIFICATIONS_EMITTED_KEY, False))
 
     def _committed(self, emitted_notifications: bool) -> None:
