@@ -41,7 +41,7 @@ from vimkit.drivers import (
     VolumeSpec,
     VolumeState,
 )
-from vimkit.drivers.sim import STATE_FILE, LatencySpec, SimConfig, SimDriver, core
+from vimkit.drivers.sim import STATE_FILE, LatencySpec, SimConfig, SimDriver, core, state
 
 T = TypeVar("T")
 HOST = "zone-a-host-01"
@@ -600,6 +600,82 @@ def test_state_is_written_soon_off_the_loop_and_at_close(tmp_path: Path) -> None
 
     run(scenario)
     assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE]
+
+
+def test_each_operation_saves_what_it_changed(tmp_path: Path) -> None:
+    """The state file is written from each record's kept JSON, encoded again only for the records
+    an operation names as changed: after every operation the file must equal an encoding of the
+    whole state. A record an operation changed without naming it fails here."""
+    clock = Clock()
+
+    async def scenario() -> None:
+        driver = make(tmp_path, clock=clock)
+
+        def check(step: str) -> None:
+            driver._dirty = True
+            driver._flush()
+            saved = json.loads((tmp_path / STATE_FILE).read_bytes())
+            whole = json.loads(state.encode_state(driver._state.to_document(driver.config.seed)))
+            assert saved == whole, f"after {step}"
+
+        steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+            ("boot vm1", lambda: boot(driver, "vm1", ports=2, volume=True)),
+            ("boot vm2", lambda: boot(driver, "vm2", OTHER_HOST)),
+            ("boot vm3", lambda: boot(driver, "vm3")),
+            ("create port", lambda: driver.create_port(PortSpec("extra", "net", "fa:16:3e:aa:bb:cc"))),
+            ("plug", lambda: driver.plug_port("extra", "vm2")),
+            ("volume", lambda: driver.create_volume(VolumeSpec("v2", "v2", 5, "pool-a", "zone-a", multi_attach=True))),
+            ("attach", lambda: driver.attach_volume("v2", "vm2")),
+            ("attach again", lambda: driver.attach_volume("v2", "vm1")),
+            ("extend", lambda: driver.extend_volume("v2", 8)),
+            ("volume snapshot", lambda: driver.snapshot_volume("v2", "vs")),
+            ("tick", lambda: clock_then(driver.sample_metrics)),
+            ("column tick", lambda: clock_then(driver.sample_metrics_columns)),
+            ("draws", lambda: asyncio.sleep(0.05)),
+            ("stop", lambda: driver.stop_compute("vm3")),
+            ("start", lambda: driver.start_compute("vm3")),
+            ("pause", lambda: driver.pause_compute("vm3")),
+            ("unpause", lambda: driver.unpause_compute("vm3")),
+            ("reboot", lambda: driver.reboot_compute("vm1")),
+            ("resize", lambda: driver.resize_compute("vm3", ComputeResources(4, 8192, 40))),
+            ("migrate", lambda: driver.migrate_compute("vm3", OTHER_HOST)),
+            ("compute snapshot", lambda: driver.snapshot_compute("vm3", "cs")),
+            ("delete compute snapshot", lambda: driver.delete_compute_snapshot("cs")),
+            ("host down", lambda: driver.inject(FaultKind.HOST_DOWN, OTHER_HOST)),
+            ("crash", lambda: driver.inject(FaultKind.COMPUTE_CRASH, "vm1")),
+            ("link down", lambda: driver.inject(FaultKind.NETWORK_LINK_DOWN, "net")),
+            ("repairs", lambda: repair_all(driver)),
+            ("detach", lambda: driver.detach_volume("v2", "vm2")),
+            ("unplug", lambda: driver.unplug_port("extra", "vm2")),
+            ("delete port", lambda: driver.delete_port("extra")),
+            ("delete volume snapshot", lambda: driver.delete_volume_snapshot("vs")),
+            ("delete vm2", lambda: driver.delete_compute("vm2")),
+            ("delete vm1", lambda: driver.delete_compute("vm1")),
+            ("delete vm3", lambda: driver.delete_compute("vm3")),
+            ("migrate volume", lambda: driver.migrate_volume("v2", "pool-b")),
+            ("delete volume", lambda: driver.delete_volume("v2")),
+            ("delete ports", lambda: delete_ports(driver)),
+            ("delete network", lambda: driver.delete_network("net")),
+        ]
+
+        async def clock_then(sample: Callable[[], Awaitable[Any]]) -> None:
+            clock.advance(30)
+            await sample()
+
+        for step, operation in steps:
+            await operation()
+            check(step)
+        await driver.close()
+
+    async def repair_all(driver: SimDriver) -> None:
+        for fault in driver.faults():
+            await driver.repair(fault.fault_id)
+
+    async def delete_ports(driver: SimDriver) -> None:
+        for port in await driver.list_ports():
+            await driver.delete_port(port.port_id)
+
+    run(scenario)
 
 
 def test_a_corrupt_state_file_refuses_to_start(tmp_path: Path) -> None:

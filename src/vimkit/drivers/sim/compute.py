@@ -15,6 +15,7 @@ from vimkit.drivers.base import (
 )
 from vimkit.drivers.sim.core import R, SimCore, _err
 from vimkit.drivers.sim.state import (
+    Record,
     SimCompute,
     SimSnapshot,
 )
@@ -62,7 +63,8 @@ class ComputeOps(SimCore):
             compute.counters[port.port_id] = [0, 0, 0, 0]
         for attachment in spec.volumes:
             self._attach(state.volumes[attachment.volume_id], compute)
-        self._save()
+        self._save(compute, *(state.ports[nic.port_id] for nic in spec.nics),
+                   *(state.volumes[attachment.volume_id] for attachment in spec.volumes))
         return self._info(compute)
 
     async def delete_compute(self, compute_id: str) -> None:
@@ -70,17 +72,20 @@ class ComputeOps(SimCore):
         to clean up after a dead host."""
         await self._enter("delete_compute", compute_id)
         compute = self._compute(compute_id)
+        changed: list[Record] = [compute]
         for port_id in compute.ports:
             port = self._state.ports.get(port_id)
             if port is not None:
                 port.compute_id = port.device = None
+                changed.append(port)
         for volume_id, _device in compute.volumes:
             volume = self._state.volumes.get(volume_id)
             if volume is not None:
                 volume.attachments = [a for a in volume.attachments if a[0] != compute_id]
+                changed.append(volume)
         del self._state.computes[compute_id]
         self._profiles.pop(compute_id, None)
-        self._save()
+        self._save(*changed)
 
     async def get_compute(self, compute_id: str) -> ComputeInfo:
         return self._info(self._compute(compute_id))
@@ -94,7 +99,7 @@ class ComputeOps(SimCore):
         compute = self._reachable(self._compute(compute_id))
         self._transition(compute, allowed, operation.removesuffix("_compute"))
         change(compute)
-        self._save()
+        self._save(compute)
         return self._info(compute)
 
     async def start_compute(self, compute_id: str) -> ComputeInfo:
@@ -138,7 +143,7 @@ class ComputeOps(SimCore):
         compute.vcpus, compute.memory_mb, compute.disk_gb = resources.vcpus, resources.memory_mb, resources.disk_gb
         if compute.state != R.STOPPED.value:
             self._reboot(compute)
-        self._save()
+        self._save(compute)
         return self._info(compute)
 
     async def migrate_compute(self, compute_id: str, target_host_id: str, live: bool = True) -> ComputeInfo:
@@ -158,7 +163,7 @@ class ComputeOps(SimCore):
             compute.state = R.STOPPED.value
         if compute.state != R.STOPPED.value:
             self._reboot(compute, RunningState(compute.state))
-        self._save()
+        self._save(compute)
         return self._info(compute)
 
     async def snapshot_compute(self, compute_id: str, snapshot_id: str) -> SnapshotInfo:
@@ -169,7 +174,7 @@ class ComputeOps(SimCore):
         size = max(1, round(compute.disk_gb * 0.3))
         snapshot = SimSnapshot(snapshot_id, compute_id, "compute", size, self._now())
         self._state.snapshots[snapshot_id] = snapshot
-        self._save()
+        self._save(snapshot)
         return SnapshotInfo(snapshot_id, compute_id, size, self._ts(snapshot.created_at), f"sim-{snapshot_id}")
 
     async def delete_compute_snapshot(self, snapshot_id: str) -> None:
@@ -178,4 +183,4 @@ class ComputeOps(SimCore):
         if snapshot is None or snapshot.kind != "compute":
             raise _err(DriverErrorCode.NOT_FOUND, f"compute snapshot {snapshot_id} does not exist")
         del self._state.snapshots[snapshot_id]
-        self._save()
+        self._save(snapshot)

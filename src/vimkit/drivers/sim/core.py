@@ -37,14 +37,15 @@ from vimkit.drivers.base import (
 )
 from vimkit.drivers.sim.config import SimConfig
 from vimkit.drivers.sim.state import (
+    EncodedState,
+    Record,
     SimCompute,
     SimFault,
     SimPort,
     SimState,
     SimVolume,
+    StateEncoder,
     load_state,
-    encode_state,
-    save_state,
     write_state,
 )
 from vimkit.drivers.sim.workload import Profile
@@ -88,10 +89,11 @@ class SimCore:
         self._failures: list[_Failure] = []
         self._profiles: dict[str, Profile] = {}
         self._state = SimState()
+        self._encoder = StateEncoder()
         self._dirty = False
         self._flush_handle: asyncio.TimerHandle | None = None
         self._writing: asyncio.Future[None] | None = None  # the file write in a worker thread
-        self._last_save_seconds = 0.0
+        self._last_save_seconds = 0.0  # encoding on the loop and writing in a thread, the last time
         if self.config.state_dir is not None:
             document = load_state(self.config.state_dir)
             if document is not None:
@@ -103,11 +105,31 @@ class SimCore:
     def _ts(self, at: float | None = None) -> datetime:
         return datetime.fromtimestamp(self._now() if at is None else at, timezone.utc)
 
-    def _save(self) -> None:
-        """Persist soon rather than now: writing the whole state after every operation made
-        the file write cost O(computes) per call. Changes within ``save_interval`` (or 25
-        times the last encoding's duration, when the state is large) share one write, so a killed
-        process loses at most that window of simulated changes; ``close`` writes at once."""
+    def _save(self, *changed: Record) -> None:
+        """Persist soon rather than now, the records ``changed`` (none named: everything, which is
+        always correct). Writing the state after every operation made the file write cost
+        O(computes) per call: changes within ``save_interval`` (or 25 times the last save's
+        duration, when that is long) share one write, so a killed process loses at most that
+        window of simulated changes; ``close`` writes at once."""
+        if self.config.state_dir is None:
+            return
+        if changed:
+            self._encoder.changed(changed)
+        else:
+            self._encoder.everything_changed()
+        self._schedule_save()
+
+    def _save_ids(self, collection: str, ids: Iterable[str]) -> None:
+        """:meth:`_save` for many records of one collection by id (a metrics tick)."""
+        self._changed_ids(collection, ids)
+        self._schedule_save()
+
+    def _changed_ids(self, collection: str, ids: Iterable[str]) -> None:
+        """Name changed records without asking for a write: the next one, whoever asks, has them."""
+        if self.config.state_dir is not None:
+            self._encoder.changed_ids(collection, ids)
+
+    def _schedule_save(self) -> None:
         if self.config.state_dir is None:
             return
         self._dirty = True
@@ -118,7 +140,8 @@ class SimCore:
         except RuntimeError:
             self._flush()
             return
-        # The wait grows with the encoding's cost, so it takes at most 4 % of the loop's time.
+        # The wait grows with a save's cost, so that saving takes at most 4 % of the time: the
+        # encoding is small now, but the file is still written whole, in time and CPU O(records).
         delay = max(self.config.save_interval, 25 * self._last_save_seconds)
         self._flush_handle = loop.call_later(delay, self._flush_soon)
 
@@ -129,20 +152,27 @@ class SimCore:
         if not self._dirty or self.config.state_dir is None:
             return
         if self._writing is not None and not self._writing.done():
-            self._save()  # one write at a time, in order: try again after the interval
+            self._schedule_save()  # one write at a time, in order: try again after the interval
             return
         self._dirty = False
         started = time.perf_counter()
-        data = encode_state(self._state.to_document(self.config.seed))
-        self._last_save_seconds = time.perf_counter() - started
+        encoded = self._encoder.encode(self._state, self.config.seed)
+        encoding = time.perf_counter() - started
         loop = asyncio.get_running_loop()
-        self._writing = loop.run_in_executor(None, write_state, self.config.state_dir, data)
+        self._writing = loop.run_in_executor(None, self._write_timed, encoded, encoding)
         self._writing.add_done_callback(self._written)
+
+    def _write_timed(self, encoded: EncodedState, encoding: float) -> None:
+        started = time.perf_counter()
+        try:
+            write_state(self.config.state_dir, encoded)  # type: ignore[arg-type]
+        finally:
+            self._last_save_seconds = encoding + time.perf_counter() - started
 
     def _written(self, writing: asyncio.Future[None]) -> None:
         if not writing.cancelled() and writing.exception() is not None:
             log.error("could not write the simulator's state", exc_info=writing.exception())
-            self._dirty = True
+            self._dirty = True  # the encoder's pieces are current: the next write has it all
 
     def _flush(self) -> None:
         """Write now, on this thread (``close``, and calls outside an event loop)."""
@@ -152,7 +182,7 @@ class SimCore:
         if not self._dirty or self.config.state_dir is None:
             return
         self._dirty = False
-        save_state(self.config.state_dir, self._state.to_document(self.config.seed))
+        write_state(self.config.state_dir, self._encoder.encode(self._state, self.config.seed))
 
     async def _enter(self, operation: str, *targets: str | None) -> None:
         """Wait the operation's latency, then fail it if a test asked for that."""

@@ -20,6 +20,7 @@ from vimkit.drivers.base import (
 )
 from vimkit.drivers.sim.core import _ACTIVE, R, SimCore, _err
 from vimkit.drivers.sim.state import (
+    SimCompute,
     SimFault,
     SimPort,
     SimVolume,
@@ -67,6 +68,7 @@ class FaultOps(SimCore):
             if not isinstance(load, (int, float)) or not 0 <= load <= 100:
                 raise _err(DriverErrorCode.INVALID_INPUT, "CPU_LOAD needs a load between 0 and 100")
         fault = SimFault(uuid.uuid4().hex, kind.value, target_id, params, self._now())
+        crashed: list[SimCompute] = []
         # Effects are computed against the state *before* the fault is active, to emit events
         # only for what actually changes.
         if kind is FaultKind.HOST_DOWN:
@@ -79,6 +81,7 @@ class FaultOps(SimCore):
                 for compute in self._state.computes.values():
                     if compute.host_id == target_id and compute.state in _ACTIVE:
                         compute.state = R.CRASHED.value
+                        crashed.append(compute)
                         self._emit(EventKind.COMPUTE_CRASHED, ObjectType.COMPUTE, compute.compute_id,
                                    {"reason": f"host {target_id} is down", "hostId": target_id,
                                     "runningState": R.CRASHED.value}, fault.fault_id, root)
@@ -87,6 +90,7 @@ class FaultOps(SimCore):
             compute = self._state.computes[target_id]
             if compute.state != R.CRASHED.value:
                 compute.state = R.CRASHED.value
+                crashed.append(compute)
                 fault.root_event_id = self._emit(EventKind.COMPUTE_CRASHED, ObjectType.COMPUTE, target_id,
                                                  {"reason": params.get("reason", "guest crashed"),
                                                   "hostId": compute.host_id, "runningState": R.CRASHED.value},
@@ -118,7 +122,7 @@ class FaultOps(SimCore):
                 fault.root_event_id = fault.root_event_id or event
         else:
             self._state.faults[fault.fault_id] = fault
-        self._save()
+        self._save(fault, *crashed)
         return fault.fault_id
 
     async def repair(self, fault_id: str) -> None:
@@ -138,6 +142,7 @@ class FaultOps(SimCore):
             compute = self._state.computes.get(target_id)
             if compute is not None and compute.state == R.CRASHED.value and not self._host_down(compute.host_id):
                 self._reboot(compute)
+                self._save(compute)
                 self._emit(EventKind.COMPUTE_STATE, ObjectType.COMPUTE, target_id,
                            {"reason": "restarted after repair", "runningState": R.RUNNING.value}, fault_id)
         elif kind is FaultKind.STORAGE_FAILURE:
@@ -161,4 +166,4 @@ class FaultOps(SimCore):
                                {"networkId": port.network_id, "computeId": port.compute_id}, fault_id)
         else:
             del self._state.faults[fault_id]
-        self._save()
+        self._save(fault)

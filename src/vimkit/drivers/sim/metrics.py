@@ -178,6 +178,8 @@ class MetricOps(SimCore):
             used.append(volume.used_pct)
         if volume_ids:
             columns.append(MetricColumn(ObjectType.STORAGE, MetricName.STORAGE_UTILISATION, stamp, volume_ids, used))
+        self._changed_ids("computes", gauge_ids)
+        self._changed_ids("volumes", volume_ids)
         delay = _DRAW_DELAY_S if previous_at is None else max(0.0, min(_DRAW_DELAY_S, (now - previous_at) / 2))
         self._draw_task = asyncio.get_running_loop().create_task(self._prepare_draws(gauge_ids, delay),
                                                                  name="vimkit-sim-prepare-draws")
@@ -204,7 +206,7 @@ class MetricOps(SimCore):
                               for port_id in compute.ports))
                 await asyncio.sleep(0)
         finally:
-            self._save()
+            self._schedule_save()
 
     async def sample_metrics(self, object_ids: Sequence[str] | None = None) -> list[MetricSample]:
         """Sample running/paused computes on live hosts and volumes that have not failed."""
@@ -217,6 +219,8 @@ class MetricOps(SimCore):
         down_hosts, links_down, cpu_loads = self._sampling_faults()
         ports = self._state.ports
         sampled = (R.RUNNING.value, R.PAUSED.value)
+        sampled_computes: list[str] = []
+        sampled_volumes: list[str] = []
         computes = self._state.computes
         for compute in computes.values():
             compute_id = compute.compute_id
@@ -225,6 +229,7 @@ class MetricOps(SimCore):
                 continue
             paused = compute.state == R.PAUSED.value
             profile = self._profile(compute_id)
+            sampled_computes.append(compute_id)
             compute.tick += 1
             load = None
             if cpu_loads:
@@ -259,7 +264,9 @@ class MetricOps(SimCore):
                 volume.used_pct = round(min(99.5, volume.used_pct + volume_growth(
                     seed, volume.volume_id, volume.tick, now - volume.last_sample_at)), 3)
             volume.last_sample_at = now
+            sampled_volumes.append(volume.volume_id)
             samples.append(MetricSample(ObjectType.STORAGE, volume.volume_id, MetricName.STORAGE_UTILISATION,
                                         volume.used_pct, stamp))
-        self._save()
+        self._save_ids("computes", sampled_computes)
+        self._save_ids("volumes", sampled_volumes)
         return samples

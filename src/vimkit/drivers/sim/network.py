@@ -60,7 +60,7 @@ class NetworkOps(SimCore):
             "physical_network": segmentation.physical_network, "mtu": segmentation.mtu,
             "provider_network_id": segmentation.provider_network_id,
         }, spec.shared)
-        self._save()
+        self._save(self._state.networks[spec.network_id])
         return NetworkInfo(spec.network_id, segmentation, True, f"sim-{spec.network_id}")
 
     async def delete_network(self, network_id: str) -> None:
@@ -71,10 +71,11 @@ class NetworkOps(SimCore):
         ports = [p.port_id for p in self._state.ports.values() if p.network_id == network_id]
         if ports:
             raise _err(DriverErrorCode.CONFLICT, f"network {network_id} still has {len(ports)} ports")
-        for subnet_id in [s.subnet_id for s in self._state.subnets.values() if s.network_id == network_id]:
-            del self._state.subnets[subnet_id]
-        del self._state.networks[network_id]
-        self._save()
+        subnets = [s for s in self._state.subnets.values() if s.network_id == network_id]
+        for subnet in subnets:
+            del self._state.subnets[subnet.subnet_id]
+        network = self._state.networks.pop(network_id)
+        self._save(network, *subnets)
 
     async def create_subnet(self, spec: SubnetSpec) -> SubnetInfo:
         await self._enter("create_subnet", spec.subnet_id, spec.network_id)
@@ -84,7 +85,7 @@ class NetworkOps(SimCore):
             raise _err(DriverErrorCode.CONFLICT, f"subnet {spec.subnet_id} already exists")
         self._state.subnets[spec.subnet_id] = SimSubnet(spec.subnet_id, spec.network_id, spec.cidr, spec.ip_version,
                                                         spec.gateway_ip)
-        self._save()
+        self._save(self._state.subnets[spec.subnet_id])
         return SubnetInfo(spec.subnet_id, spec.network_id, f"sim-{spec.subnet_id}")
 
     async def delete_subnet(self, subnet_id: str) -> None:
@@ -94,8 +95,7 @@ class NetworkOps(SimCore):
         users = [p.port_id for p in self._state.ports.values() if any(ip[0] == subnet_id for ip in p.fixed_ips)]
         if users:
             raise _err(DriverErrorCode.CONFLICT, f"subnet {subnet_id} still has addresses on {len(users)} ports")
-        del self._state.subnets[subnet_id]
-        self._save()
+        self._save(self._state.subnets.pop(subnet_id))
 
     async def create_port(self, spec: PortSpec) -> PortInfo:
         await self._enter("create_port", spec.port_id, spec.network_id)
@@ -115,7 +115,7 @@ class NetworkOps(SimCore):
                        [[f.subnet_id, f.ip_address] for f in spec.fixed_ips])
         state.ports[spec.port_id] = port
         self.__dict__["_macs"][(spec.network_id, mac)] = spec.port_id
-        self._save()
+        self._save(port)
         return self._port_info(port)
 
     async def delete_port(self, port_id: str) -> None:
@@ -124,7 +124,7 @@ class NetworkOps(SimCore):
         if port.compute_id is not None:
             raise _err(DriverErrorCode.CONFLICT, f"port {port_id} is plugged into compute {port.compute_id}")
         del self._state.ports[port_id]
-        self._save()
+        self._save(port)
 
     async def list_ports(self) -> list[PortInfo]:
         return [self._port_info(p) for p in self._state.ports.values()]
@@ -140,7 +140,7 @@ class NetworkOps(SimCore):
         port.device = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
         compute.ports.append(port_id)
         compute.counters[port_id] = [0, 0, 0, 0]
-        self._save()
+        self._save(port, compute)
         return NicInfo(port_id, port.device, LinkState.UP if self._link_up(port) else LinkState.DOWN)
 
     async def unplug_port(self, port_id: str, compute_id: str) -> None:
@@ -152,4 +152,4 @@ class NetworkOps(SimCore):
         port.compute_id = port.device = None
         compute.ports.remove(port_id)
         compute.counters.pop(port_id, None)
-        self._save()
+        self._save(port, compute)

@@ -34,7 +34,7 @@ class StorageOps(SimCore):
         volume = SimVolume(spec.volume_id, spec.name, spec.pool_id, spec.zone_id, spec.size_gb, spec.multi_attach,
                            volume_fill(self.config.seed, spec.volume_id))
         self._state.volumes[spec.volume_id] = volume
-        self._save()
+        self._save(volume)
         return self._volume_info(volume)
 
     async def delete_volume(self, volume_id: str) -> None:
@@ -46,7 +46,7 @@ class StorageOps(SimCore):
         if any(s.source_id == volume_id and s.kind == "volume" for s in self._state.snapshots.values()):
             raise _err(DriverErrorCode.CONFLICT, f"volume {volume_id} has snapshots")
         del self._state.volumes[volume_id]
-        self._save()
+        self._save(volume)
 
     async def list_volumes(self) -> list[VolumeInfo]:
         return [self._volume_info(v) for v in self._state.volumes.values()]
@@ -58,7 +58,7 @@ class StorageOps(SimCore):
             raise _err(DriverErrorCode.INVALID_INPUT, "a volume can only grow")
         volume.used_pct = round(volume.used_pct * volume.size_gb / size_gb, 3) if size_gb else 0.0
         volume.size_gb = size_gb
-        self._save()
+        self._save(volume)
         return self._volume_info(volume)
 
     async def migrate_volume(self, volume_id: str, pool_id: str) -> VolumeInfo:
@@ -77,7 +77,7 @@ class StorageOps(SimCore):
         if volume.multi_attach and not pool.multiAttach:
             raise _err(DriverErrorCode.INVALID_INPUT, f"storage pool {pool_id} has no multi-attach")
         volume.pool_id, volume.zone_id = pool_id, pool.zoneId
-        self._save()
+        self._save(volume)
         return self._volume_info(volume)
 
     async def attach_volume(self, volume_id: str, compute_id: str) -> AttachmentInfo:
@@ -91,7 +91,7 @@ class StorageOps(SimCore):
         if len(compute.volumes) >= 24:
             raise _err(DriverErrorCode.NO_CAPACITY, f"compute {compute_id} has no free disk slot")
         device = self._attach(volume, compute)
-        self._save()
+        self._save(volume, compute)
         return AttachmentInfo(volume_id, compute_id, device)
 
     async def detach_volume(self, volume_id: str, compute_id: str) -> None:
@@ -102,7 +102,7 @@ class StorageOps(SimCore):
             raise _err(DriverErrorCode.CONFLICT, f"volume {volume_id} is not attached to {compute_id}")
         volume.attachments = [a for a in volume.attachments if a[0] != compute_id]
         compute.volumes = [v for v in compute.volumes if v[0] != volume_id]
-        self._save()
+        self._save(volume, compute)
 
     async def snapshot_volume(self, volume_id: str, snapshot_id: str) -> SnapshotInfo:
         await self._enter("snapshot_volume", volume_id)
@@ -112,7 +112,7 @@ class StorageOps(SimCore):
         size = max(1, round(volume.size_gb * volume.used_pct / 100.0))
         snapshot = SimSnapshot(snapshot_id, volume_id, "volume", size, self._now())
         self._state.snapshots[snapshot_id] = snapshot
-        self._save()
+        self._save(snapshot)
         return SnapshotInfo(snapshot_id, volume_id, size, self._ts(snapshot.created_at), f"sim-{snapshot_id}")
 
     async def delete_volume_snapshot(self, snapshot_id: str) -> None:
@@ -121,4 +121,4 @@ class StorageOps(SimCore):
         if snapshot is None or snapshot.kind != "volume":
             raise _err(DriverErrorCode.NOT_FOUND, f"volume snapshot {snapshot_id} does not exist")
         del self._state.snapshots[snapshot_id]
-        self._save()
+        self._save(snapshot)
