@@ -41,8 +41,11 @@ INLINE_BATCH = 4
 #: loop is never held for long. A batch written by a worker thread costs more CPU in all than on
 #: the loop (an allocation's two writes, 0.17 ms each on the loop, took 0.43 ms each on a worker
 #: measured here): the worker gives up the GIL in every SQLite call and must win it back from the
-#: busy loop each time.
-INLINE_BUDGET = 0.010
+#: busy loop each time. So the budget is generous: at 10 ms, allocations arriving at 450–550 a
+#: second (one core's worth) tipped batches over it, the worker's extra CPU made the next batches
+#: bigger still, and the server settled with the worker holding half its CPU and latencies of
+#: 120 ms; at 40 ms they stayed on the loop and the median was 20–60 ms (docs/benchmarks.md).
+INLINE_BUDGET = 0.040
 _FIRST_ESTIMATE = 0.0005  # seconds per work (and per transaction), until writes have been measured
 
 
