@@ -179,9 +179,9 @@ class EncodedState:
 class StateEncoder:
     """Keeps the JSON of every record between saves and encodes again only what changed.
 
-    The operations name what they changed (:meth:`changed`); anything else — an operation that
-    does not say, a fault touching many objects — calls :meth:`everything_changed`, which is
-    always correct. A record named but no longer in the state was deleted.
+    The operations name what they changed (:meth:`changed`, :meth:`changed_ids`); one that
+    cannot say calls :meth:`everything_changed`, which is always correct, and so does the first
+    save after a start. A record named but no longer in the state was deleted.
     """
 
     def __init__(self) -> None:
