@@ -1,6 +1,7 @@
-"""POSTs that take a JSON body model go straight to their endpoint (api/routing.py); every other
-request, and every body that does not parse or validate, is answered by FastAPI's own handler, so
-the answers are the same as they would be without the shortcut."""
+"""POSTs that take a JSON body model, and routes that take only path parameters (a GET or
+DELETE of one resource), go straight to their endpoint (api/routing.py); every other request, and
+every body or path parameter that does not parse or validate, is answered by FastAPI's own
+handler, so the answers are the same as they would be without the shortcut."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from tests.conftest import RunningServer, assert_problem
+from tests.receivers import Receiver
 from vimkit.app import create_app
 from vimkit.config import Settings
 
@@ -23,9 +25,50 @@ def app(tmp_path_factory: pytest.TempPathFactory):
                                admin_client_id=ADMIN[0], admin_client_secret=ADMIN[1]))
 
 
-def _direct(app) -> dict[tuple[str, str], bool]:
-    return {(method, route.path): getattr(route, "direct_body", False)
+def _direct(app, kind: str = "direct_body") -> dict[tuple[str, str], bool]:
+    return {(method, route.path): getattr(route, kind, False)
             for route in app.router.routes if isinstance(route, APIRoute) for method in route.methods}
+
+
+def test_one_resource_routes_take_the_direct_path_and_others_do_not(app) -> None:
+    direct = _direct(app, "direct_path")
+    for method, path in (("GET", "/compute/v1/computes/{computeId}"), ("GET", "/compute/v1/flavours/{flavourId}"),
+                         ("GET", "/network/v1/ports/{portId}"), ("GET", "/storage/v1/storages/{storageId}"),
+                         ("DELETE", "/compute/v1/subscriptions/{subscriptionId}")):
+        assert direct[(method, path)], (method, path)
+    assert not direct[("GET", "/compute/v1/computes")]  # query parameters
+    assert not direct[("PATCH", "/compute/v1/computes/{computeId}")]  # a body and If-Match
+    assert not direct[("DELETE", "/compute/v1/computes/{computeId}")]  # If-Match
+    assert not direct[("POST", "/compute/v1/computes/{computeId}/operate")]  # a body
+    assert not any(direct[key] and _direct(app)[key] for key in direct)
+
+
+def test_one_resource_routes_answer_as_before(sqlite_vim: RunningServer) -> None:
+    receiver = Receiver().start()
+    try:
+        _one_resource_routes(sqlite_vim, receiver)
+    finally:
+        receiver.stop()
+
+
+def _one_resource_routes(sqlite_vim: RunningServer, receiver: Receiver) -> None:
+    with sqlite_vim.client() as client, sqlite_vim.anonymous() as anonymous:
+        flavour = client.get("/compute/v1/flavours/m1.tiny")
+        assert flavour.status_code == 200, flavour.text
+        assert flavour.json()["flavourId"] == "m1.tiny" and flavour.headers["etag"]
+        again = client.get("/compute/v1/flavours/m1.tiny", headers={"If-None-Match": flavour.headers["etag"]})
+        assert again.status_code == 304
+        assert_problem(client.get("/compute/v1/computes/nope"), 404)
+        # A path parameter that does not validate: FastAPI's handler names it, as before.
+        assert_problem(client.get("/compute/v1/computes/" + "x" * 65), 400, "computeId")
+        # Who is calling comes first, on this path too.
+        assert_problem(anonymous.get("/compute/v1/flavours/m1.tiny"), 401)
+        subscription = client.post("/compute/v1/subscriptions", json={"callbackUri": receiver.url})
+        assert subscription.status_code == 201, subscription.text
+        sid = subscription.json()["id"]
+        assert client.get(f"/compute/v1/subscriptions/{sid}").json()["id"] == sid
+        assert client.delete(f"/compute/v1/subscriptions/{sid}").status_code == 204
+        assert_problem(client.get(f"/compute/v1/subscriptions/{sid}"), 404)
 
 
 def test_creation_routes_take_the_direct_path_and_others_do_not(app) -> None:

@@ -35,6 +35,7 @@ def _walk(dependant: Dependant) -> list[Dependant]:
 
 class VimRoute(APIRoute):
     direct_body = False  # see _direct_body_handler
+    direct_path = False  # see _direct_path_handler
 
     def _allowed_query_names(self) -> frozenset[str]:
         names = getattr(self, "_vimkit_query_names", None)
@@ -52,7 +53,8 @@ class VimRoute(APIRoute):
         return None
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
-        handler = self._direct_body_handler(super().get_route_handler())
+        handler = super().get_route_handler()
+        handler = self._direct_body_handler(handler) if self.dependant.body_params else self._direct_path_handler(handler)
 
         scope = self.required_scope()
 
@@ -83,18 +85,9 @@ class VimRoute(APIRoute):
                 or dependant.query_params or dependant.path_params or dependant.header_params
                 or dependant.cookie_params or not inspect.iscoroutinefunction(self.endpoint)):
             return handler
-        principal_names: list[str] = []
-        for dependency in dependant.dependencies:
-            if dependency.call is current_principal and dependency.name:
-                principal_names.append(dependency.name)
-            elif not (getattr(dependency.call, "required_scope", None) and dependency.name is None):
-                return handler  # a dependency this path does not know how to run
-        try:
-            returns = typing.get_type_hints(self.endpoint).get("return")
-        except Exception:  # noqa: BLE001 - unresolvable hints: keep FastAPI's handler
+        principal_names = self._principal_names()
+        if principal_names is None or not self._returns_response():
             return handler
-        if not (inspect.isclass(returns) and issubclass(returns, Response)):
-            return handler  # FastAPI would validate and serialise what the endpoint returns
         field = dependant.body_params[0]
         request_name = dependant.request_param_name
         endpoint = self.endpoint
@@ -122,6 +115,70 @@ class VimRoute(APIRoute):
             return await endpoint(**arguments)
 
         self.direct_body = True
+        return direct
+
+
+    def _principal_names(self) -> list[str] | None:
+        """The endpoint's parameters that take the caller; None if it has a dependency other
+        than the caller and scope checks, or a parameter FastAPI fills in itself (the response,
+        background tasks…), which only FastAPI's handler knows how to run."""
+        dependant = self.dependant
+        if (dependant.response_param_name or dependant.background_tasks_param_name
+                or dependant.websocket_param_name or dependant.http_connection_param_name
+                or dependant.security_scopes_param_name):
+            return None
+        names: list[str] = []
+        for dependency in self.dependant.dependencies:
+            if dependency.call is current_principal and dependency.name:
+                names.append(dependency.name)
+            elif not (getattr(dependency.call, "required_scope", None) and dependency.name is None):
+                return None
+        return names
+
+    def _returns_response(self) -> bool:
+        try:
+            returns = typing.get_type_hints(self.endpoint).get("return")
+        except Exception:  # noqa: BLE001 - unresolvable hints: keep FastAPI's handler
+            return False
+        # Otherwise FastAPI would validate and serialise what the endpoint returns.
+        return inspect.isclass(returns) and issubclass(returns, Response)
+
+    def _direct_path_handler(self, handler: Callable[[Request], Awaitable[Response]]
+                             ) -> Callable[[Request], Awaitable[Response]]:
+        """:meth:`_direct_body_handler` for a route that takes only path parameters, the request
+        and the caller (a GET, DELETE or POST of one resource by id): FastAPI's dependency
+        solving was about a quarter of the CPU of a GET of one flavour. A path parameter that
+        does not validate goes to FastAPI's handler, which answers exactly as before."""
+        dependant = self.dependant
+        if (dependant.body_params or dependant.request_param_name is None or not dependant.path_params
+                or dependant.query_params or dependant.header_params or dependant.cookie_params
+                or not inspect.iscoroutinefunction(self.endpoint)):
+            return handler
+        principal_names = self._principal_names()
+        if principal_names is None or not self._returns_response():
+            return handler
+        fields = [(param, ("path", param.alias)) for param in dependant.path_params]
+        request_name = dependant.request_param_name
+        endpoint = self.endpoint
+        overrides = self.dependency_overrides_provider
+
+        async def direct(request: Request) -> Response:
+            if getattr(overrides, "dependency_overrides", None):
+                return await handler(request)
+            arguments: dict[str, object] = {request_name: request}
+            path_params = request.path_params
+            for field, loc in fields:
+                value, errors = field.validate(path_params.get(field.alias), {}, loc=loc)
+                if errors:
+                    return await handler(request)
+                arguments[field.name] = value
+            if principal_names:
+                principal = authenticate(request)
+                for name in principal_names:
+                    arguments[name] = principal
+            return await endpoint(**arguments)
+
+        self.direct_path = True
         return direct
 
 
