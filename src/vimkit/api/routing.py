@@ -85,47 +85,88 @@ class VimRoute(APIRoute):
                 or dependant.query_params or dependant.path_params or dependant.header_params
                 or dependant.cookie_params or not inspect.iscoroutinefunction(self.endpoint)):
             return handler
-        principal_names = self._principal_names()
-        if principal_names is None or not self._returns_response():
-            return handler
         field = dependant.body_params[0]
-        request_name = dependant.request_param_name
+
+        async def arguments_of(request: Request) -> dict[str, object] | None:
+            content_type = request.headers.get("content-type", "")
+            if content_type.partition(";")[0].strip().lower() != "application/json":
+                return None
+            try:
+                data = orjson.loads(await request.body())
+            except orjson.JSONDecodeError:
+                return None
+            value, errors = field.validate(data, {}, loc=("body",))
+            return None if errors else {field.name: value}
+
+        direct = self._shortcut(handler, arguments_of)
+        self.direct_body = direct is not handler
+        return direct
+
+    def _direct_path_handler(self, handler: Callable[[Request], Awaitable[Response]]
+                             ) -> Callable[[Request], Awaitable[Response]]:
+        """:meth:`_direct_body_handler` for a route that takes only path parameters, the request
+        and the caller (a GET, DELETE or POST of one resource by id): FastAPI's dependency
+        solving was about a quarter of the CPU of a GET of one flavour. A path parameter that
+        does not validate goes to FastAPI's handler, which answers exactly as before."""
+        dependant = self.dependant
+        if (dependant.body_params or dependant.request_param_name is None or not dependant.path_params
+                or dependant.query_params or dependant.header_params or dependant.cookie_params
+                or not inspect.iscoroutinefunction(self.endpoint)):
+            return handler
+        fields = [(param, ("path", param.alias)) for param in dependant.path_params]
+
+        async def arguments_of(request: Request) -> dict[str, object] | None:
+            arguments: dict[str, object] = {}
+            path_params = request.path_params
+            for field, loc in fields:
+                value, errors = field.validate(path_params.get(field.alias), {}, loc=loc)
+                if errors:
+                    return None
+                arguments[field.name] = value
+            return arguments
+
+        direct = self._shortcut(handler, arguments_of)
+        self.direct_path = direct is not handler
+        return direct
+
+    def _shortcut(self, handler: Callable[[Request], Awaitable[Response]],
+                  arguments_of: Callable[[Request], Awaitable[dict[str, object] | None]]
+                  ) -> Callable[[Request], Awaitable[Response]]:
+        """Call the endpoint with what ``arguments_of`` makes of the request, the request itself
+        and the caller; FastAPI's ``handler`` when it makes nothing of it (None), when the route
+        has what only FastAPI runs (see :meth:`_principal_names`), or under dependency overrides."""
+        principal_names = self._principal_names()
+        if principal_names is None:
+            return handler
+        request_name = self.dependant.request_param_name
+        assert request_name is not None
         endpoint = self.endpoint
         overrides = self.dependency_overrides_provider
 
         async def direct(request: Request) -> Response:
             if getattr(overrides, "dependency_overrides", None):
                 return await handler(request)
-            content_type = request.headers.get("content-type", "")
-            if content_type.partition(";")[0].strip().lower() != "application/json":
+            arguments = await arguments_of(request)
+            if arguments is None:
                 return await handler(request)
-            raw = await request.body()
-            try:
-                data = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                return await handler(request)
-            value, errors = field.validate(data, {}, loc=("body",))
-            if errors:
-                return await handler(request)
-            arguments: dict[str, object] = {field.name: value, request_name: request}
+            arguments[request_name] = request
             if principal_names:
                 principal = authenticate(request)
                 for name in principal_names:
                     arguments[name] = principal
             return await endpoint(**arguments)
 
-        self.direct_body = True
         return direct
-
 
     def _principal_names(self) -> list[str] | None:
         """The endpoint's parameters that take the caller; None if it has a dependency other
         than the caller and scope checks, or a parameter FastAPI fills in itself (the response,
-        background tasks…), which only FastAPI's handler knows how to run."""
+        background tasks…), or returns something FastAPI must validate and serialise: only
+        FastAPI's handler knows how to run those."""
         dependant = self.dependant
         if (dependant.response_param_name or dependant.background_tasks_param_name
                 or dependant.websocket_param_name or dependant.http_connection_param_name
-                or dependant.security_scopes_param_name):
+                or dependant.security_scopes_param_name or not self._returns_response()):
             return None
         names: list[str] = []
         for dependency in self.dependant.dependencies:
@@ -142,44 +183,6 @@ class VimRoute(APIRoute):
             return False
         # Otherwise FastAPI would validate and serialise what the endpoint returns.
         return inspect.isclass(returns) and issubclass(returns, Response)
-
-    def _direct_path_handler(self, handler: Callable[[Request], Awaitable[Response]]
-                             ) -> Callable[[Request], Awaitable[Response]]:
-        """:meth:`_direct_body_handler` for a route that takes only path parameters, the request
-        and the caller (a GET, DELETE or POST of one resource by id): FastAPI's dependency
-        solving was about a quarter of the CPU of a GET of one flavour. A path parameter that
-        does not validate goes to FastAPI's handler, which answers exactly as before."""
-        dependant = self.dependant
-        if (dependant.body_params or dependant.request_param_name is None or not dependant.path_params
-                or dependant.query_params or dependant.header_params or dependant.cookie_params
-                or not inspect.iscoroutinefunction(self.endpoint)):
-            return handler
-        principal_names = self._principal_names()
-        if principal_names is None or not self._returns_response():
-            return handler
-        fields = [(param, ("path", param.alias)) for param in dependant.path_params]
-        request_name = dependant.request_param_name
-        endpoint = self.endpoint
-        overrides = self.dependency_overrides_provider
-
-        async def direct(request: Request) -> Response:
-            if getattr(overrides, "dependency_overrides", None):
-                return await handler(request)
-            arguments: dict[str, object] = {request_name: request}
-            path_params = request.path_params
-            for field, loc in fields:
-                value, errors = field.validate(path_params.get(field.alias), {}, loc=loc)
-                if errors:
-                    return await handler(request)
-                arguments[field.name] = value
-            if principal_names:
-                principal = authenticate(request)
-                for name in principal_names:
-                    arguments[name] = principal
-            return await endpoint(**arguments)
-
-        self.direct_path = True
-        return direct
 
 
 async def _idempotent(
