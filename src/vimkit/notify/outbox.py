@@ -21,7 +21,6 @@ from vimkit.store.models import OutboxRow
 from vimkit.store.prepared import Prepared
 from vimkit.store.repository import connection_of, utcnow
 
-EMITTED_KEY = NOTIFICATIONS_EMITTED_KEY
 _COLLECT_KEY = "vimkit_outbox_collect"  # see batched()
 _INSERT = Prepared(insert(OutboxRow.__table__))
 
@@ -38,7 +37,7 @@ def batched(session: Session) -> Iterator[None]:
         del session.info[_COLLECT_KEY]
     if rows:
         connection_of(session).execute(_INSERT.statement, rows)
-        session.info[EMITTED_KEY] = True
+        session.info[NOTIFICATIONS_EMITTED_KEY] = True
 
 
 def emit(
@@ -83,7 +82,7 @@ def emit(
         collected.append(values)
     else:
         _INSERT.execute(connection_of(session), values)
-    session.info[EMITTED_KEY] = True
+    session.info[NOTIFICATIONS_EMITTED_KEY] = True
 
 
 def resource_change(
