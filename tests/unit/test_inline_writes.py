@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import String, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from vimkit.notify.workers import share_sqlite_writes
@@ -360,3 +361,33 @@ def test_the_loops_kept_write_session_starts_empty_every_time(tmp_path: Path) ->
         database.write_lock.release()
     finally:
         database.dispose()
+
+
+def test_a_failed_flush_of_the_kept_session_commits_nothing_and_the_next_transaction_works(tmp_path: Path) -> None:
+    database = _database(tmp_path)
+    try:
+        with database.write_if_free() as session:
+            _Base.metadata.create_all(session.connection())
+            session.add(Item(name="first"))
+        with pytest.raises(Exception, match="UNIQUE|IntegrityError|rolled back"):
+            with database.write_if_free() as session:
+                session.execute(text("INSERT INTO items (name) VALUES ('written-before')"))
+                session.add(Item(name="first"))  # flushed on the way out: the primary key is taken
+        with pytest.raises(RuntimeError, match="rolled back by a failed flush"):
+            with database.write_if_free() as session:
+                session.execute(text("INSERT INTO items (name) VALUES ('also-before')"))
+                session.add(Item(name="first"))
+                with pytest.raises(IntegrityError):
+                    session.flush()  # fails inside, and the caller swallows it
+        assert _names(database) == []
+        with database.write_if_free() as session:
+            session.add(Item(name="second"))
+            session.execute(text("INSERT INTO items (name) VALUES ('later')"))
+        assert _names(database) == ["later"]
+        with database.read() as session:
+            assert sorted(session.scalars(text("SELECT name FROM plain_items"))) == ["first", "second"]
+        assert database.write_lock.acquire(False)
+        database.write_lock.release()
+    finally:
+        database.dispose()
+
