@@ -391,3 +391,59 @@ def test_a_failed_flush_of_the_kept_session_commits_nothing_and_the_next_transac
     finally:
         database.dispose()
 
+
+def test_a_lazy_work_rides_on_the_next_eager_one_while_they_stream_and_waits_for_nobody_otherwise(
+        tmp_path: Path) -> None:
+    database = _database(tmp_path)
+    # Generous times, so that a slow machine does not end the stream the test relies on.
+    lazy_wait, busy_gap = 0.3, 1.0
+    commits = GroupCommit(database, lazy_wait=lazy_wait, busy_gap=busy_gap)
+    batches: list[list[str]] = []
+    writing = commits._run_works
+
+    def counting(session, works):  # type: ignore[no-untyped-def]
+        batches.append([work.__name__ for work, _plain in works])
+        return writing(session, works)
+
+    commits._run_works = counting  # type: ignore[method-assign]
+
+    def insert(name: str):  # type: ignore[no-untyped-def]
+        def work(session):  # type: ignore[no-untyped-def]
+            session.execute(text("INSERT INTO items (name) VALUES (:name)"), {"name": name})
+            return name
+        work.__name__ = name
+        return work
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        # Quiet: no eager work yet, so a lazy one is written at once, alone.
+        started = loop.time()
+        assert await commits.run(insert("quiet-lazy"), lazy=True) == "quiet-lazy"
+        assert loop.time() - started < lazy_wait
+        assert batches[-1] == ["quiet-lazy"]
+        # A stream: right after an eager work, a lazy one waits for the next eager one...
+        await commits.run(insert("claim-1"))
+        lazy = asyncio.ensure_future(commits.run(insert("completion-1"), lazy=True))
+        await asyncio.sleep(0.01)
+        assert not lazy.done()
+        await commits.run(insert("claim-2"))
+        assert await lazy == "completion-1"
+        assert batches[-1] == ["completion-1", "claim-2"]
+        # ... and is written by itself after lazy_wait when none comes.
+        started = loop.time()
+        assert await commits.run(insert("completion-2"), lazy=True) == "completion-2"
+        assert loop.time() - started >= lazy_wait * 0.9
+        assert batches[-1] == ["completion-2"]
+        # Once eager works have stopped for longer than busy_gap, lazy works wait no more.
+        await asyncio.sleep(busy_gap)
+        started = loop.time()
+        await commits.run(insert("late-lazy"), lazy=True)
+        assert loop.time() - started < lazy_wait
+        assert batches[-1] == ["late-lazy"]
+
+    try:
+        asyncio.run(scenario())
+        assert sorted(_names(database)) == sorted(["quiet-lazy", "claim-1", "completion-1", "claim-2",
+                                                   "completion-2", "late-lazy"])
+    finally:
+        database.dispose()

@@ -235,7 +235,7 @@ class ComputeService(ComputeOperations, ComputeEvents):
         """:meth:`change` through the group commit: for the completions many tasks write at once."""
         if claim is None:
             return await self.commits.run(lambda session: self._complete(session, compute_id, edit, change_type),
-                                          plain=True)
+                                          plain=True, lazy=True)
         return await self.commits.run(lambda session: self.change_in(session, None, compute_id, edit, change_type,
                                                                       claim=claim))
 

@@ -47,13 +47,22 @@ INLINE_BATCH = 4
 #: 120 ms; at 40 ms they stayed on the loop and the median was 20–60 ms (docs/benchmarks.md).
 INLINE_BUDGET = 0.040
 _FIRST_ESTIMATE = 0.0005  # seconds per work (and per transaction), until writes have been measured
+#: A ``lazy`` work (one nobody is waiting on but its own caller, such as a background task's
+#: completion) waits up to this long for the next eager work to share its transaction, while
+#: eager works have been arriving at least every BUSY_GAP. Under a stream of allocations each one's
+#: completion then rides on a later one's claim: one transaction per allocation instead of two.
+LAZY_WAIT = 0.003
+BUSY_GAP = 0.005
 
 
 class GroupCommit:
-    def __init__(self, database: Database, max_batch: int = 64, inline_budget: float = INLINE_BUDGET) -> None:
+    def __init__(self, database: Database, max_batch: int = 64, inline_budget: float = INLINE_BUDGET,
+                 lazy_wait: float = LAZY_WAIT, busy_gap: float = BUSY_GAP) -> None:
         self.database = database
         self.max_batch = max_batch
         self.inline_budget = inline_budget
+        self.lazy_wait = lazy_wait
+        self.busy_gap = busy_gap
         # Moving averages of what one work and a transaction's own begin and commit held the
         # loop for, from the batches written there (batches of up to INLINE_BATCH go there
         # whatever the estimate, so it keeps up).
@@ -61,14 +70,31 @@ class GroupCommit:
         self.transaction_seconds = _FIRST_ESTIMATE
         self._queue: list[tuple[tuple[Work, bool], asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_eager = float("-inf")
 
-    async def run(self, work: Callable[[Session], T], *, plain: bool = False) -> T:
-        """Run ``work`` in the next batch's transaction; ``plain``: see the module's docstring."""
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    async def run(self, work: Callable[[Session], T], *, plain: bool = False, lazy: bool = False) -> T:
+        """Run ``work`` in the next batch's transaction; ``plain``: see the module's docstring;
+        ``lazy``: see :data:`LAZY_WAIT`."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
         self._queue.append(((work, plain), future))
+        now = loop.time()
+        if not lazy:
+            self._last_eager = now
+            self._start()
+        elif now - self._last_eager > self.busy_gap:
+            self._start()
+        elif self._timer is None and (self._writer is None or self._writer.done()):
+            self._timer = loop.call_at(now + self.lazy_wait, self._start)
+        return await future
+
+    def _start(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._drain(), name="vimkit-group-commit")
-        return await future
 
     async def _drain(self) -> None:
         while self._queue:
