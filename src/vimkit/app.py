@@ -56,6 +56,7 @@ from vimkit.domain.network import NetworkService
 from vimkit.domain.compute import ComputeService
 from vimkit.domain.images import ImageService
 from vimkit.store.network_tables import NetworkRow, PortRow
+from vimkit.store.group_commit import Demand
 from vimkit.store.repository import group_of
 from vimkit.domain.performance import PerformanceService
 from vimkit.infra import load_inventory
@@ -94,6 +95,8 @@ class Services:
     performance: PerformanceService | None = field(default=None)
     images: ImageService | None = field(default=None)
     dispatcher: Dispatcher | None = field(default=None)
+    # The write requests being served (counted by the API): when lazy completions wait for company.
+    demand: Demand = field(default_factory=Demand)
 
     def close(self) -> None:
         if self.audit is not None:
@@ -154,6 +157,7 @@ def build_services(settings: Settings) -> Services:
     services.network = NetworkService(database, services.infrastructure)
     services.compute = ComputeService(database, services.infrastructure, flavours, services.network,
                                       services.storage, settings.vim_id)
+    services.compute.commits.demand = services.demand
     services.alarms.group_resolvers["VirtualCompute"] = services.compute.group_of
     services.alarms.group_resolvers["VirtualNetworkPort"] = partial(group_of, database, PortRow)
     services.alarms.group_resolvers["VirtualNetwork"] = partial(group_of, database, NetworkRow)
@@ -350,7 +354,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     app.state.services = services
     install_problem_handlers(app)
-    app.add_middleware(ConventionsMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(ConventionsMiddleware, max_body_bytes=settings.max_body_bytes, demand=services.demand)
     if services.rate_limiter.enabled:
         app.add_middleware(RateLimitHeadersMiddleware)
     if services.audit is not None and services.audit.enabled:

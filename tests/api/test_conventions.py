@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -99,3 +101,23 @@ def test_openapi_document_names_every_route_and_error(sqlite_vim: RunningServer)
             assert errors, f"{method} {path} documents no error response"
     assert document["components"]["securitySchemes"]["oauth2"]["flows"]["clientCredentials"]["tokenUrl"] == "/oauth2/token"
     assert document["paths"]["/compute/v1/flavours"]["post"]["security"] == [{"oauth2": ["compute:write"]}]
+
+
+def test_write_requests_are_counted_while_served_and_never_left_counted(sqlite_vim: RunningServer) -> None:
+    """The count lazy completions consult (vimkit.store.group_commit.Demand): whatever the answer,
+    a finished request is no longer counted."""
+    demand = sqlite_vim.services.demand  # type: ignore[attr-defined]
+    with sqlite_vim.client() as client, sqlite_vim.anonymous() as anonymous:
+        assert client.post("/compute/v1/flavours", json={"flavourId": "counted", "virtualCpu": {"numVirtualCpu": 1},
+                                                         "virtualMemory": {"virtualMemSize": 512},
+                                                         "storageAttributes": []}).status_code < 500
+        assert_problem(client.post("/compute/v1/computes", json={}), 400)
+        assert_problem(client.post("/compute/v1/computes", json={}, headers={"Version": "one"}), 400, "Version")
+        assert_problem(client.post("/compute/v1/computes", content=b"x" * (2 << 20),
+                                   headers={"Content-Type": "application/json"}), 413)
+        assert_problem(anonymous.delete("/compute/v1/computes/nothing"), 401)
+        assert client.get("/compute/v1/flavours").status_code == 200
+    deadline = time.monotonic() + 5
+    while demand.requests and time.monotonic() < deadline:  # the count drops after the answer is sent
+        time.sleep(0.01)
+    assert demand.requests == 0

@@ -15,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from vimkit.notify.workers import share_sqlite_writes
 from vimkit.store.db import Database
-from vimkit.store.group_commit import INLINE_BATCH, GroupCommit
+from vimkit.store.group_commit import INLINE_BATCH, Demand, GroupCommit
 
 
 class _Base(DeclarativeBase):
@@ -392,12 +392,11 @@ def test_a_failed_flush_of_the_kept_session_commits_nothing_and_the_next_transac
         database.dispose()
 
 
-def test_a_lazy_work_rides_on_the_next_eager_one_while_they_stream_and_waits_for_nobody_otherwise(
-        tmp_path: Path) -> None:
+def test_a_lazy_work_waits_for_an_eager_one_only_while_other_write_requests_are_served(tmp_path: Path) -> None:
     database = _database(tmp_path)
-    # Generous times, so that a slow machine does not end the stream the test relies on.
-    lazy_wait, busy_gap = 0.3, 1.0
-    commits = GroupCommit(database, lazy_wait=lazy_wait, busy_gap=busy_gap)
+    lazy_wait = 0.3  # generous, so that a slow machine cannot end the wait the test relies on
+    demand = Demand()
+    commits = GroupCommit(database, lazy_wait=lazy_wait, demand=demand)
     batches: list[list[str]] = []
     writing = commits._run_works
 
@@ -414,36 +413,38 @@ def test_a_lazy_work_rides_on_the_next_eager_one_while_they_stream_and_waits_for
         work.__name__ = name
         return work
 
+    async def written_at_once(name: str) -> None:
+        started = asyncio.get_running_loop().time()
+        assert await commits.run(insert(name), lazy=True) == name
+        assert asyncio.get_running_loop().time() - started < lazy_wait
+        assert batches[-1] == [name]
+
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        # Quiet: no eager work yet, so a lazy one is written at once, alone.
-        started = loop.time()
-        assert await commits.run(insert("quiet-lazy"), lazy=True) == "quiet-lazy"
-        assert loop.time() - started < lazy_wait
-        assert batches[-1] == ["quiet-lazy"]
-        # A stream: right after an eager work, a lazy one waits for the next eager one...
-        await commits.run(insert("claim-1"))
+        # No request, or only the one waiting for this work: nobody else can bring company.
+        await written_at_once("idle")
+        demand.requests = 1
+        await written_at_once("own-request-only")
+        # Another write request is being served: the lazy work waits for its eager work...
+        demand.requests = 2
         lazy = asyncio.ensure_future(commits.run(insert("completion-1"), lazy=True))
         await asyncio.sleep(0.01)
         assert not lazy.done()
         await commits.run(insert("claim-2"))
         assert await lazy == "completion-1"
         assert batches[-1] == ["completion-1", "claim-2"]
-        # ... and is written by itself after lazy_wait when none comes.
+        # ... but no longer than lazy_wait when none comes.
         started = loop.time()
         assert await commits.run(insert("completion-2"), lazy=True) == "completion-2"
         assert loop.time() - started >= lazy_wait * 0.9
         assert batches[-1] == ["completion-2"]
-        # Once eager works have stopped for longer than busy_gap, lazy works wait no more.
-        await asyncio.sleep(busy_gap)
-        started = loop.time()
-        await commits.run(insert("late-lazy"), lazy=True)
-        assert loop.time() - started < lazy_wait
-        assert batches[-1] == ["late-lazy"]
+        # Without a Demand to ask, lazy works never wait.
+        commits.demand = None
+        await written_at_once("no-demand")
 
     try:
         asyncio.run(scenario())
-        assert sorted(_names(database)) == sorted(["quiet-lazy", "claim-1", "completion-1", "claim-2",
-                                                   "completion-2", "late-lazy"])
+        assert sorted(_names(database)) == sorted(["idle", "own-request-only", "completion-1", "claim-2",
+                                                   "completion-2", "no-demand"])
     finally:
         database.dispose()

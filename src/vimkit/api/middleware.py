@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vimkit import API_VERSION
 from vimkit.api.problems import ApiError, Cause, problem_body
 from vimkit.api.json import dumps
+from vimkit.store.group_commit import Demand
 
 log = logging.getLogger("vimkit.access")
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
@@ -32,6 +33,7 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 # without reading the system's random source on every request.
 _ID_PREFIX = secrets.token_hex(4)
 _ID_COUNTER = itertools.count(1)
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class _BodyTooLarge(StarletteHTTPException):
@@ -60,9 +62,10 @@ def _version_error(value: str) -> ApiError | None:
 
 
 class ConventionsMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, demand: Demand | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.demand = demand  # counts the write requests being served (vimkit.store.group_commit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,6 +88,9 @@ class ConventionsMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), *extra_headers]}
             await send(message)
 
+        demand = self.demand if scope["method"] in _WRITE_METHODS else None
+        if demand is not None:
+            demand.requests += 1
         try:
             error = self._precheck(headers)
             if error is not None:
@@ -96,6 +102,8 @@ class ConventionsMiddleware:
                 if status_holder[0] == 0:
                     await self._send_problem(send_with_headers, self._too_large(), scope["path"])
         finally:
+            if demand is not None:
+                demand.requests -= 1
             elapsed_ms = (time.perf_counter() - started) * 1000
             if log.isEnabledFor(logging.INFO):
                 log.info(

@@ -47,22 +47,36 @@ INLINE_BATCH = 4
 #: 120 ms; at 40 ms they stayed on the loop and the median was 20–60 ms (docs/benchmarks.md).
 INLINE_BUDGET = 0.040
 _FIRST_ESTIMATE = 0.0005  # seconds per work (and per transaction), until writes have been measured
-#: A ``lazy`` work (one nobody is waiting on but its own caller, such as a background task's
-#: completion) waits up to this long for the next eager work to share its transaction, while
-#: eager works have been arriving at least every BUSY_GAP. Under a stream of allocations each one's
-#: completion then rides on a later one's claim: one transaction per allocation instead of two.
+#: A ``lazy`` work (a background task's completion, say) waits up to this long for an eager one
+#: to share its transaction, while another write request is being served (see :class:`Demand`).
+#: Under a stream of allocations each one's completion then rides on a later one's claim: one
+#: transaction per allocation instead of two.
 LAZY_WAIT = 0.003
-BUSY_GAP = 0.005
+
+
+class Demand:
+    """How many write requests (POST, PUT, PATCH, DELETE) the API is serving right now; the API
+    counts them. A lazy work waits for company only while at least two are: its own request may
+    be waiting for it (``Prefer: wait``), and only another one can bring an eager work. A client
+    sending one request at a time never waits for nobody."""
+
+    __slots__ = ("requests",)
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def expects_writes(self) -> bool:
+        return self.requests > 1
 
 
 class GroupCommit:
     def __init__(self, database: Database, max_batch: int = 64, inline_budget: float = INLINE_BUDGET,
-                 lazy_wait: float = LAZY_WAIT, busy_gap: float = BUSY_GAP) -> None:
+                 lazy_wait: float = LAZY_WAIT, demand: Demand | None = None) -> None:
         self.database = database
         self.max_batch = max_batch
         self.inline_budget = inline_budget
         self.lazy_wait = lazy_wait
-        self.busy_gap = busy_gap
+        self.demand = demand  # None: lazy works are written at once
         # Moving averages of what one work and a transaction's own begin and commit held the
         # loop for, from the batches written there (batches of up to INLINE_BATCH go there
         # whatever the estimate, so it keeps up).
@@ -71,7 +85,6 @@ class GroupCommit:
         self._queue: list[tuple[tuple[Work, bool], asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._last_eager = float("-inf")
 
     async def run(self, work: Callable[[Session], T], *, plain: bool = False, lazy: bool = False) -> T:
         """Run ``work`` in the next batch's transaction; ``plain``: see the module's docstring;
@@ -79,14 +92,10 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.append(((work, plain), future))
-        now = loop.time()
-        if not lazy:
-            self._last_eager = now
-            self._start()
-        elif now - self._last_eager > self.busy_gap:
+        if not lazy or self.demand is None or not self.demand.expects_writes():
             self._start()
         elif self._timer is None and (self._writer is None or self._writer.done()):
-            self._timer = loop.call_at(now + self.lazy_wait, self._start)
+            self._timer = loop.call_later(self.lazy_wait, self._start)
         return await future
 
     def _start(self) -> None:
