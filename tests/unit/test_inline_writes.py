@@ -438,6 +438,15 @@ def test_a_lazy_work_waits_for_an_eager_one_only_while_other_write_requests_are_
         assert await commits.run(insert("completion-2"), lazy=True) == "completion-2"
         assert loop.time() - started >= lazy_wait * 0.9
         assert batches[-1] == ["completion-2"]
+        # When every request being served may be waiting on a lazy work already queued, nothing
+        # else can come: the last of them starts the write at once, for all.
+        first = asyncio.ensure_future(commits.run(insert("completion-3"), lazy=True))
+        await asyncio.sleep(0.01)
+        assert not first.done()
+        started = loop.time()
+        assert await commits.run(insert("completion-4"), lazy=True) == "completion-4"
+        assert loop.time() - started < lazy_wait and await first == "completion-3"
+        assert batches[-1] == ["completion-3", "completion-4"]
         # Without a Demand to ask, lazy works never wait.
         commits.demand = None
         await written_at_once("no-demand")
@@ -445,6 +454,6 @@ def test_a_lazy_work_waits_for_an_eager_one_only_while_other_write_requests_are_
     try:
         asyncio.run(scenario())
         assert sorted(_names(database)) == sorted(["idle", "own-request-only", "completion-1", "claim-2",
-                                                   "completion-2", "no-demand"])
+                                                   "completion-2", "completion-3", "completion-4", "no-demand"])
     finally:
         database.dispose()

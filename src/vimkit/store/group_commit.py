@@ -48,25 +48,31 @@ INLINE_BATCH = 4
 INLINE_BUDGET = 0.040
 _FIRST_ESTIMATE = 0.0005  # seconds per work (and per transaction), until writes have been measured
 #: A ``lazy`` work (a background task's completion, say) waits up to this long for an eager one
-#: to share its transaction, while another write request is being served (see :class:`Demand`).
-#: Under a stream of allocations each one's completion then rides on a later one's claim: one
-#: transaction per allocation instead of two.
+#: to share its transaction, while some write request being served may still bring one (see
+#: :class:`Demand`). Under a stream of allocations each one's completion then rides on a later
+#: one's claim: one transaction per allocation instead of two.
 LAZY_WAIT = 0.003
 
 
 class Demand:
     """How many write requests (POST, PUT, PATCH, DELETE) the API is serving right now; the API
-    counts them. A lazy work waits for company only while at least two are: its own request may
-    be waiting for it (``Prefer: wait``), and only another one can bring an eager work. A client
-    sending one request at a time never waits for nobody."""
+    counts them.
+
+    A lazy work waits for company only while more requests are being served than lazy works are
+    waiting: each waiting work's own request may be one of them, waiting for it (``Prefer:
+    wait``), and such a request brings nothing more. So a client sending one request at a time
+    never waits, nor do clients whose requests all wait on completions already queued (they are
+    written at once, together); a request still on its way to its first write is what a lazy work
+    waits for."""
 
     __slots__ = ("requests",)
 
     def __init__(self) -> None:
         self.requests = 0
 
-    def expects_writes(self) -> bool:
-        return self.requests > 1
+    def expects_writes(self, waiting: int) -> bool:
+        """Whether a write may still come from a request other than those of ``waiting`` works."""
+        return self.requests > waiting
 
 
 class GroupCommit:
@@ -85,6 +91,7 @@ class GroupCommit:
         self._queue: list[tuple[tuple[Work, bool], asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._lazy_queued = 0  # lazy works queued since a writer last took the queue
 
     async def run(self, work: Callable[[Session], T], *, plain: bool = False, lazy: bool = False) -> T:
         """Run ``work`` in the next batch's transaction; ``plain``: see the module's docstring;
@@ -92,7 +99,9 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.append(((work, plain), future))
-        if not lazy or self.demand is None or not self.demand.expects_writes():
+        if lazy:
+            self._lazy_queued += 1
+        if not lazy or self.demand is None or not self.demand.expects_writes(self._lazy_queued):
             self._start()
         elif self._timer is None and (self._writer is None or self._writer.done()):
             self._timer = loop.call_later(self.lazy_wait, self._start)
@@ -108,6 +117,7 @@ class GroupCommit:
     async def _drain(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+            self._lazy_queued = 0  # the writer goes on until the queue is empty: none waits now
             works = [work for work, _future in batch]
             try:
                 outcomes = await self._write_here(works) if self._fits_inline(len(works)) else None
