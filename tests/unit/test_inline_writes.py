@@ -34,6 +34,11 @@ def _database(tmp_path: Path) -> Database:
     return database
 
 
+def _assert_lock_free(database: Database) -> None:
+    assert database.write_lock.acquire(False)
+    database.write_lock.release()
+
+
 def _names(database: Database) -> list[str]:
     with database.read() as session:
         return list(session.scalars(text("SELECT name FROM items ORDER BY id")))
@@ -71,8 +76,7 @@ def test_write_if_free_runs_here_only_while_no_writer_holds_the_lock(tmp_path: P
                 session.execute(text("INSERT INTO items (name) VALUES ('lost')"))
                 raise RuntimeError("boom")
         assert _names(database) == ["here", "thread"]
-        assert database.write_lock.acquire(False)
-        database.write_lock.release()
+        _assert_lock_free(database)
     finally:
         database.dispose()
 
@@ -357,8 +361,7 @@ def test_the_loops_kept_write_session_starts_empty_every_time(tmp_path: Path) ->
             assert session is first and not session.info and not list(session)  # nothing carried over
             assert session.connection().in_transaction()
             assert sorted(session.scalars(text("SELECT name FROM plain_items"))) == ["after-savepoint", "kept"]
-        assert database.write_lock.acquire(False)
-        database.write_lock.release()
+        _assert_lock_free(database)
     finally:
         database.dispose()
 
@@ -386,8 +389,7 @@ def test_a_failed_flush_of_the_kept_session_commits_nothing_and_the_next_transac
         assert _names(database) == ["later"]
         with database.read() as session:
             assert sorted(session.scalars(text("SELECT name FROM plain_items"))) == ["first", "second"]
-        assert database.write_lock.acquire(False)
-        database.write_lock.release()
+        _assert_lock_free(database)
     finally:
         database.dispose()
 
