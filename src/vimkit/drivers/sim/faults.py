@@ -133,6 +133,7 @@ class FaultOps(SimCore):
             raise _err(DriverErrorCode.NOT_FOUND, f"fault {fault_id} does not exist")
         kind = FaultKind(fault.kind)
         target_id = fault.target_id
+        restarted: list[SimCompute] = []
         if kind is FaultKind.HOST_DOWN:
             del self._state.faults[fault_id]
             if not self._host_down(target_id):
@@ -142,7 +143,7 @@ class FaultOps(SimCore):
             compute = self._state.computes.get(target_id)
             if compute is not None and compute.state == R.CRASHED.value and not self._host_down(compute.host_id):
                 self._reboot(compute)
-                self._save(compute)
+                restarted.append(compute)
                 self._emit(EventKind.COMPUTE_STATE, ObjectType.COMPUTE, target_id,
                            {"reason": "restarted after repair", "runningState": R.RUNNING.value}, fault_id)
         elif kind is FaultKind.STORAGE_FAILURE:
@@ -166,4 +167,4 @@ class FaultOps(SimCore):
                                {"networkId": port.network_id, "computeId": port.compute_id}, fault_id)
         else:
             del self._state.faults[fault_id]
-        self._save(fault)
+        self._save(fault, *restarted)

@@ -172,9 +172,6 @@ class EncodedState:
             yield b"}"
         yield b"}"
 
-    def to_bytes(self) -> bytes:
-        return b"".join(self.buffers())
-
 
 class StateEncoder:
     """Keeps the JSON of every record between saves and encodes again only what changed.
