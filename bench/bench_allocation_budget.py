@@ -4,7 +4,8 @@ The HTTP benchmark (bench_compute.py) says how fast allocations are; this one sa
 server's one event-loop thread spends on each, which is what bounds that speed. It builds the
 VIM in this process (SQLite in a temporary directory, the simulated infrastructure without
 artificial latency, the inventory of bench_compute.py), calls the ASGI application directly (no
-sockets, so none of the HTTP server's cost and far less of a shared machine's noise), and sends
+sockets, so none of the HTTP server's cost and far less of a shared machine's noise; on uvloop,
+as the server), and sends
 ``POST /compute/v1/computes`` with ``Prefer: wait`` at --rate per second whatever the answers
 do. Each round prints the latency from POST to ALLOCATED, the CPU per allocation of the process
 and of the loop's thread, and the loop thread's CPU per allocation by part:
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import uvloop
 
 os.environ["VIMKIT_SIM_LATENCY_SCALE"] = "0"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -239,7 +241,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vimkit-bench-budget-") as workdir:
-        asyncio.run(run(args.rate, args.count, args.rounds, Path(workdir)))
+        # The event loop the server runs on (uvicorn picks uvloop when it is installed).
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run(args.rate, args.count, args.rounds, Path(workdir)))
 
 
 if __name__ == "__main__":

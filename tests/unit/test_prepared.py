@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, bindparam, insert, select, update
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, bindparam, func, insert, select, update
 from sqlalchemy.types import JSON
 
 from vimkit.store.db import Database
@@ -74,3 +74,21 @@ def test_it_runs_in_the_callers_transaction(database: Database) -> None:
             raise RuntimeError("roll back")
     with database.read() as session:
         assert session.execute(select(things.c.id).where(things.c.id == "d")).first() is None
+
+
+def test_all_rows_in_order_with_the_statements_own_limit_and_an_aggregate(database: Database) -> None:
+    moment = datetime(2026, 11, 26, 5, 6, 7, tzinfo=UTC)
+    with database.write() as session:
+        session.connection().execute(insert(things), [
+            {"id": f"r{index}", "body": {"index": index}, "created_at": moment, "kind": "even" if index % 2 == 0 else "odd"}
+            for index in range(5)])
+    odd_first = select(things.c.id, things.c.body, things.c.created_at).where(
+        things.c.kind == bindparam("kind")).order_by(things.c.seq.desc())
+    with database.read() as session:
+        connection = session.connection()
+        mine = Prepared(odd_first).all(connection, {"kind": "odd"})
+        assert mine == list(connection.execute(odd_first, {"kind": "odd"}).all())
+        assert [(row.id, row.body) for row in mine] == [("r3", {"index": 3}), ("r1", {"index": 1})]
+        assert [row.id for row in Prepared(odd_first.limit(1)).all(connection, {"kind": "odd"})] == ["r3"]
+        assert Prepared(odd_first).all(connection, {"kind": "none"}) == []
+        assert Prepared(select(func.max(things.c.seq))).first(connection)[0] == 5

@@ -91,8 +91,9 @@ class Prepared:
             return
         self._run(connection, compiled, params).close()
 
-    def first(self, connection: Connection, params: Mapping[str, Any]) -> Any:
+    def first(self, connection: Connection, params: Mapping[str, Any] | None = None) -> Any:
         """The first row of a SELECT, its columns converted as SQLAlchemy would, or None."""
+        params = params or {}
         compiled = self._for(connection, params)
         if compiled is None or compiled.result is None:
             return connection.execute(self.statement, dict(params)).first()
@@ -101,7 +102,23 @@ class Prepared:
             row = cursor.fetchone()
         finally:
             cursor.close()
-        if row is None:
-            return None
-        return compiled.row._make(value if process is None else process(value)
-                                  for value, process in zip(row, compiled.result))
+        return None if row is None else _converted(compiled, row)
+
+    def all(self, connection: Connection, params: Mapping[str, Any] | None = None) -> list[Any]:
+        """Every row of a SELECT, their columns converted as SQLAlchemy would."""
+        params = params or {}
+        compiled = self._for(connection, params)
+        if compiled is None or compiled.result is None:
+            return list(connection.execute(self.statement, dict(params)).all())
+        cursor = self._run(connection, compiled, params)
+        try:
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+        return [_converted(compiled, row) for row in rows]
+
+
+def _converted(compiled: _Compiled, row: Any) -> Any:
+    assert compiled.result is not None
+    return compiled.row._make(value if process is None else process(value)
+                              for value, process in zip(row, compiled.result))
