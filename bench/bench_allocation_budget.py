@@ -170,6 +170,23 @@ async def call(app: Any, method: str, path: str, body: bytes, headers: list[tupl
     return status, b"".join(chunks)
 
 
+def thread_seconds() -> Counter[str]:
+    """CPU seconds so far of this process's other threads, by name (worker threads summed)."""
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    spent: Counter[str] = Counter()
+    for task in Path("/proc/self/task").iterdir():
+        if int(task.name) == threading.main_thread().native_id:
+            continue
+        try:
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # ended meanwhile
+            continue
+        name = names.get(int(task.name), "(not a Python thread)")
+        name = "asyncio worker threads" if name.startswith("asyncio_") else name
+        spent[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return spent
+
+
 async def run(rate: float, count: int, rounds: int, workdir: Path) -> None:
     inventory = workdir / "inventory.toml"
     inventory.write_text(INVENTORY)
@@ -206,7 +223,7 @@ async def run(rate: float, count: int, rounds: int, workdir: Path) -> None:
             latencies.clear()
             statuses.clear()
             SPENT.clear()
-            process, thread = time.process_time(), time.thread_time()
+            process, thread, others = time.process_time(), time.thread_time(), thread_seconds()
             start = loop.time()
             tasks = []
             for index in range(count):
@@ -216,6 +233,7 @@ async def run(rate: float, count: int, rounds: int, workdir: Path) -> None:
                 tasks.append(asyncio.ensure_future(allocate()))
             await asyncio.gather(*tasks)
             process, thread = time.process_time() - process, time.thread_time() - thread
+            others = thread_seconds() - others
             latencies.sort()
 
             def at(fraction: float) -> str:
@@ -228,6 +246,7 @@ async def run(rate: float, count: int, rounds: int, workdir: Path) -> None:
             print(f"| {number} | {count} at {rate:.0f}/s | {dict(statuses)} | {at(0.5)} | {at(0.99)} | {at(1.0)} | "
                   f"{per(process)} | {per(thread)} | {' | '.join(per(SPENT[part]) for part in PARTS)} | "
                   f"{per(thread - measured)} |")
+            print("  other threads: " + ", ".join(f"{name} {per(spent)}" for name, spent in others.most_common()))
         print()
         for part, meaning in PARTS.items():
             print(f"- {part}: {meaning}")
