@@ -80,7 +80,7 @@ def test_all_rows_in_order_with_the_statements_own_limit_and_an_aggregate(databa
     moment = datetime(2026, 11, 26, 5, 6, 7, tzinfo=UTC)
     with database.write() as session:
         session.connection().execute(insert(things), [
-            {"id": f"r{index}", "body": {"index": index}, "created_at": moment, "kind": "even" if index % 2 == 0 else "odd"}
+            {"id": f"r{index}", "body": {"index": index}, "created_at": moment, "kind": ("even", "odd")[index % 2]}
             for index in range(5)])
     odd_first = select(things.c.id, things.c.body, things.c.created_at).where(
         things.c.kind == bindparam("kind")).order_by(things.c.seq.desc())
