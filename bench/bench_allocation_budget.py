@@ -45,7 +45,7 @@ import uvloop
 
 os.environ["VIMKIT_SIM_LATENCY_SCALE"] = "0"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_compute import INVENTORY  # noqa: E402
+from bench_compute import INVENTORY, cpu_seconds  # noqa: E402
 from vimkit.app import build_services, create_app  # noqa: E402
 from vimkit.config import Settings  # noqa: E402
 from vimkit.drivers.sim import compute as sim_compute  # noqa: E402
@@ -178,12 +178,11 @@ def thread_seconds() -> Counter[str]:
         if int(task.name) == threading.main_thread().native_id:
             continue
         try:
-            fields = (task / "stat").read_text().rpartition(")")[2].split()
+            seconds = cpu_seconds(f"self/task/{task.name}")
         except OSError:  # ended meanwhile
             continue
         name = names.get(int(task.name), "(not a Python thread)")
-        name = "asyncio worker threads" if name.startswith("asyncio_") else name
-        spent[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        spent["executor threads" if name.startswith(("asyncio_", "uvloop_")) else name] += seconds
     return spent
 
 

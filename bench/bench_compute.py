@@ -117,9 +117,10 @@ setup = function(thread) table.insert(threads, thread) end
 SERVER_PID: int | None = None
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int | str) -> float:
     """User + system CPU time of a process so far (per request, it moves far less with a shared
-    machine's load than requests per second do)."""
+    machine's load than requests per second do); ``pid`` may also be ``self/task/<tid>``, a
+    thread of this process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
