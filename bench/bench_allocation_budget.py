@@ -97,6 +97,7 @@ def _measured_transactions() -> None:
         session = manager.__enter__()
         if counted:
             SPENT["begin_commit"] += time.thread_time() - started
+            TRANSACTIONS[0] += 1
         try:
             yield session
         except BaseException:
@@ -127,6 +128,7 @@ def _measured_fanout() -> None:
 
 
 IN_FANOUT = [False]
+TRANSACTIONS = [0]  # the loop's group-commit transactions this round
 PARTS = {
     "works": "group-commit works: an allocation's claim and completion (statements and decisions)",
     "begin_commit": "BEGIN and COMMIT of the loop's group-commit transactions",
@@ -222,6 +224,7 @@ async def run(rate: float, count: int, rounds: int, workdir: Path) -> None:
             latencies.clear()
             statuses.clear()
             SPENT.clear()
+            TRANSACTIONS[0] = 0
             process, thread, others = time.process_time(), time.thread_time(), thread_seconds()
             start = loop.time()
             tasks = []
@@ -245,6 +248,9 @@ async def run(rate: float, count: int, rounds: int, workdir: Path) -> None:
             print(f"| {number} | {count} at {rate:.0f}/s | {dict(statuses)} | {at(0.5)} | {at(0.99)} | {at(1.0)} | "
                   f"{per(process)} | {per(thread)} | {' | '.join(per(SPENT[part]) for part in PARTS)} | "
                   f"{per(thread - measured)} |")
+            wal = workdir / "vimkit.db-wal"
+            print(f"  group-commit transactions on the loop per allocation: {TRANSACTIONS[0] / count:.2f}; "
+                  f"WAL file {wal.stat().st_size / 2**20 if wal.exists() else 0:.1f} MiB")
             print("  other threads: " + ", ".join(f"{name} {per(spent)}" for name, spent in others.most_common()))
         print()
         for part, meaning in PARTS.items():

@@ -4,6 +4,7 @@ moved to a thread of their own so that such a commit never pays for one."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from vimkit.notify.workers import share_sqlite_writes
-from vimkit.store.db import Database
+from vimkit.store import db as db_module
+from vimkit.store.db import WAL_SIZE_LIMIT, Database
 from vimkit.store.group_commit import INLINE_BATCH, Demand, GroupCommit
 
 
@@ -200,6 +202,115 @@ def test_commits_do_not_checkpoint_the_checkpointer_thread_does(tmp_path: Path) 
         database.dispose()
     # dispose checkpoints once more and stops the thread
     assert checkpoints._thread is not None and not checkpoints._thread.is_alive()
+
+
+def _wal_frames(database: Database) -> int:
+    """Frames in the WAL since it last started over (a PASSIVE checkpoint reports them)."""
+    with database.engine.connect() as connection:
+        return connection.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+
+
+def test_the_wal_starts_over_although_commits_land_while_a_checkpoint_copies(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a steady stream of writes some commit always lands while a PASSIVE checkpoint copies
+    (here a reader holding its snapshot stands in for it: the checkpoint cannot copy past it), so
+    no write ever began with every frame copied and the WAL grew without end. A checkpoint that
+    finds the WAL long enough restarts it, waiting for that reader, and the next write begins the
+    WAL from its start again."""
+    monkeypatch.setattr(db_module, "WAL_RESTART_WAIT_MS", 5000)  # the reader below ends after 300 ms
+    database = _database(tmp_path)
+    try:
+        checkpoints = database._checkpoints
+        assert checkpoints is not None
+        checkpoints._restart_frames = 50
+        for index in range(60):
+            with database.write() as session:
+                session.execute(text("INSERT INTO items (name) VALUES (:name)"), {"name": f"n{index}"})
+        reader = sqlite3.connect(tmp_path / "inline.db", isolation_level=None, check_same_thread=False)
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM items").fetchone() == (60,)
+        with database.write() as session:  # after the reader's snapshot
+            session.execute(text("INSERT INTO items (name) VALUES ('late')"))
+        finishing = threading.Timer(0.3, reader.rollback)
+        finishing.start()
+        checkpoints.checkpoint()
+        finishing.join()
+        assert checkpoints.restarts == 1
+        with database.write() as session:
+            session.execute(text("INSERT INTO items (name) VALUES ('after')"))
+        assert _wal_frames(database) <= 3  # one small transaction's pages, at the WAL's start
+        assert len(_names(database)) == 62
+        with database.read() as session:
+            assert session.execute(text("PRAGMA journal_size_limit")).scalar() == WAL_SIZE_LIMIT
+        reader.close()
+    finally:
+        database.dispose()
+
+
+def test_a_restarting_checkpoint_holds_the_write_lock_so_the_loop_never_sleeps_in_sqlite(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the RESTART checkpoint waits for a reader, writers wait on the process's write lock:
+    ``write_if_free`` (the loop's) gets None at once instead of sleeping in SQLite's busy handler."""
+    monkeypatch.setattr(db_module, "WAL_RESTART_WAIT_MS", 5000)
+    database = _database(tmp_path)
+    try:
+        checkpoints = database._checkpoints
+        assert checkpoints is not None
+        checkpoints._restart_frames = 1
+        with database.write() as session:
+            session.execute(text("INSERT INTO items (name) VALUES ('first')"))
+        reader = sqlite3.connect(tmp_path / "inline.db", isolation_level=None, check_same_thread=False)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM items").fetchone()
+        with database.write() as session:
+            session.execute(text("INSERT INTO items (name) VALUES ('second')"))
+        checkpointing = threading.Thread(target=checkpoints.checkpoint)
+        checkpointing.start()
+        for _ in range(200):
+            if database.write_lock.locked():
+                break
+            time.sleep(0.005)
+        started = time.perf_counter()
+        with database.write_if_free() as session:
+            assert session is None
+        assert time.perf_counter() - started < 0.05
+        reader.rollback()
+        checkpointing.join(timeout=10)
+        assert not checkpointing.is_alive() and checkpoints.restarts == 1
+        _assert_lock_free(database)
+        reader.close()
+    finally:
+        database.dispose()
+
+
+def test_a_restarting_checkpoint_gives_up_on_a_long_reader_and_frees_the_writers(tmp_path: Path) -> None:
+    """A long scan may hold an old snapshot for seconds: the RESTART checkpoint waits for it only
+    WAL_RESTART_WAIT_MS with the write lock held, then lets writers go; a later round retries."""
+    database = _database(tmp_path)
+    try:
+        checkpoints = database._checkpoints
+        assert checkpoints is not None
+        checkpoints._restart_frames = 1
+        with database.write() as session:
+            session.execute(text("INSERT INTO items (name) VALUES ('first')"))
+        reader = sqlite3.connect(tmp_path / "inline.db", isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM items").fetchone()
+        with database.write() as session:
+            session.execute(text("INSERT INTO items (name) VALUES ('second')"))
+        started = time.perf_counter()
+        checkpoints.checkpoint()
+        assert time.perf_counter() - started < 5  # not the 30 s of the connections' busy timeout
+        assert (checkpoints.restarts, checkpoints.restarts_given_up) == (0, 1)
+        _assert_lock_free(database)
+        with database.write() as session:
+            session.execute(text("INSERT INTO items (name) VALUES ('third')"))
+        reader.rollback()
+        reader.close()
+        checkpoints.checkpoint()
+        assert checkpoints.restarts == 1
+    finally:
+        database.dispose()
 
 
 def test_plain_works_fail_alone_and_orm_changes_they_leave_follow_their_savepoint(database_url: str) -> None:
