@@ -20,6 +20,7 @@ Each row also gives the server's CPU time (user + system, from ``/proc``) per re
 shared machine's load moves far less than requests per second.
 
     .venv/bin/python bench/bench_compute.py [--seconds 10] [--concurrency 16] [--stored 100000] [--rates 400,500]
+        [--rate-seconds 30]
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ def drive_wrk(base_url: str, token: str, name: str, method: str, template: str, 
 
 
 def run_wrk(base_url: str, token: str, seconds: float, concurrency: int, stored: int, workdir: Path,
-            sweep: list[int], rates: list[float]) -> None:
+            sweep: list[int], rates: list[float], rate_seconds: float | None = None) -> None:
     print("| scenario | connections | requests/s | p50 | p99 | requests | errors | server CPU per request |")
     print("|---|---|---|---|---|---|---|---|")
     drive_wrk(base_url, token, "baseline: GET one flavour (same server, same run)", "GET",
@@ -183,7 +184,7 @@ def run_wrk(base_url: str, token: str, seconds: float, concurrency: int, stored:
     for rate in rates:
         drive_wrk(base_url, token, "Allocate with `Prefer: wait` at a fixed rate (POST→ALLOCATED)", "POST",
                   "/compute/v1/computes", '{"computeFlavourId": "m1.tiny", "computeName": "wrk-rate-{n}"}',
-                  seconds, 64, workdir, prefer="wait=30", rate=rate)
+                  rate_seconds or seconds, 64, workdir, prefer="wait=30", rate=rate)
     if not stored:
         return
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}) as client:
@@ -313,6 +314,8 @@ def main() -> None:
                         help="connection counts for the POST→ALLOCATED rows below saturation (wrk only)")
     parser.add_argument("--rates", default="400,500",
                         help="arrival rates (allocations/s) for the open-loop POST→ALLOCATED rows (wrk only)")
+    parser.add_argument("--rate-seconds", type=float, default=None,
+                        help="seconds per fixed-rate row (default --seconds): a sustained rate")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--python-client", action="store_true", help="use httpx even when wrk is installed")
     args = parser.parse_args()
@@ -357,7 +360,7 @@ def main() -> None:
             if use_wrk:
                 run_wrk(base_url, token, args.seconds, args.concurrency, args.stored, data_dir,
                         [int(n) for n in args.sweep.split(",") if n.strip()],
-                        [float(n) for n in args.rates.split(",") if n.strip()])
+                        [float(n) for n in args.rates.split(",") if n.strip()], args.rate_seconds)
             else:
                 asyncio.run(run(base_url, token, args.seconds, args.concurrency, args.stored))
             spent = [after - before for before, after in zip(ticks, machine_ticks())]
