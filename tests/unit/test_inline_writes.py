@@ -247,6 +247,21 @@ def test_the_wal_starts_over_although_commits_land_while_a_checkpoint_copies(
         database.dispose()
 
 
+def _frames_behind_a_reader(database: Database, tmp_path: Path) -> sqlite3.Connection:
+    """A commit past the snapshot of a reader left open (returned), with checkpoints restarting
+    the WAL at once."""
+    assert database._checkpoints is not None
+    database._checkpoints._restart_frames = 1
+    with database.write() as session:
+        session.execute(text("INSERT INTO items (name) VALUES ('first')"))
+    reader = sqlite3.connect(tmp_path / "inline.db", isolation_level=None, check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM items").fetchone()
+    with database.write() as session:
+        session.execute(text("INSERT INTO items (name) VALUES ('second')"))
+    return reader
+
+
 def test_a_restarting_checkpoint_holds_the_write_lock_so_the_loop_never_sleeps_in_sqlite(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """While the RESTART checkpoint waits for a reader, writers wait on the process's write lock:
@@ -256,14 +271,7 @@ def test_a_restarting_checkpoint_holds_the_write_lock_so_the_loop_never_sleeps_i
     try:
         checkpoints = database._checkpoints
         assert checkpoints is not None
-        checkpoints._restart_frames = 1
-        with database.write() as session:
-            session.execute(text("INSERT INTO items (name) VALUES ('first')"))
-        reader = sqlite3.connect(tmp_path / "inline.db", isolation_level=None, check_same_thread=False)
-        reader.execute("BEGIN")
-        reader.execute("SELECT count(*) FROM items").fetchone()
-        with database.write() as session:
-            session.execute(text("INSERT INTO items (name) VALUES ('second')"))
+        reader = _frames_behind_a_reader(database, tmp_path)
         checkpointing = threading.Thread(target=checkpoints.checkpoint)
         checkpointing.start()
         for _ in range(200):
@@ -290,14 +298,7 @@ def test_a_restarting_checkpoint_gives_up_on_a_long_reader_and_frees_the_writers
     try:
         checkpoints = database._checkpoints
         assert checkpoints is not None
-        checkpoints._restart_frames = 1
-        with database.write() as session:
-            session.execute(text("INSERT INTO items (name) VALUES ('first')"))
-        reader = sqlite3.connect(tmp_path / "inline.db", isolation_level=None)
-        reader.execute("BEGIN")
-        reader.execute("SELECT count(*) FROM items").fetchone()
-        with database.write() as session:
-            session.execute(text("INSERT INTO items (name) VALUES ('second')"))
+        reader = _frames_behind_a_reader(database, tmp_path)
         started = time.perf_counter()
         checkpoints.checkpoint()
         assert time.perf_counter() - started < 5  # not the 30 s of the connections' busy timeout
