@@ -307,6 +307,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services.alarms is not None:
             faults = host_faults(services.infrastructure.driver.faults())
             await asyncio.to_thread(services.alarms.rebuild, faults)
+            await asyncio.to_thread(services.infrastructure.remember_capacity)
             capacity_announcer = asyncio.create_task(
                 services.infrastructure.announce_capacity_changes(services.settings.capacity_notify_interval))
             alarm_checks = asyncio.create_task(

@@ -562,6 +562,22 @@ def test_capacity_changes_are_announced_once_per_interval(tmp_path: Path, receiv
         server.stop()
 
 
+def test_capacity_changed_before_the_first_round_is_announced(tmp_path: Path, receiver: Receiver) -> None:
+    """The announcer's baseline is taken at start-up: an allocation made before its first round
+    (here within 3 s of start) is announced at that round, not taken as the baseline."""
+    server = start_server(tmp_path / "data", f"sqlite:///{tmp_path / 'v.db'}",
+                          **compute_settings(tmp_path, capacity_notify_interval=3.0))
+    try:
+        with server.new_consumer().client() as api:
+            assert api.post("/compute-info/v1/subscriptions", json={"callbackUri": receiver.url}).status_code == 201
+            allocate(api, locationConstraints={"zoneId": "zone-b"})
+            notes = receiver.wait_for(1)
+            assert [n["resourceTypeId"] for n in notes] == ["zone:zone-b"], notes
+            assert notes[0]["changedResourceData"]["capacity"]["vcpus"]["allocated"] == 1
+    finally:
+        server.stop()
+
+
 def test_list_pages_send_the_stored_documents_with_their_links(database_url: str, tmp_path: Path) -> None:
     """A page kept whole is sent as stored (not decoded and encoded again): the same documents a
     GET of each returns, on every page; attribute selectors still reduce them."""

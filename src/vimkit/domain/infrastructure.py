@@ -354,6 +354,13 @@ class InfrastructureService:
             except Exception:
                 log.exception("capacity announcement failed; retrying")
 
+    def remember_capacity(self) -> None:
+        """What :meth:`announce_capacity_changes` compares against first, taken at start-up before
+        any request: a baseline taken at its first round instead already held what the first
+        requests had changed, and that was never announced."""
+        for zone in self.inventory.zones:
+            self._announced[zone.zoneId] = self.compute_capacity(zone.zoneId)
+
     def _announce_changed_zones(self) -> None:
         changed = []
         for zone in self.inventory.zones:
