@@ -191,7 +191,9 @@ def thread_seconds() -> Counter[str]:
 async def run(rate: float, count: int, rounds: int, workdir: Path) -> None:
     inventory = workdir / "inventory.toml"
     inventory.write_text(INVENTORY)
-    settings = Settings(data_dir=workdir, database_url=f"sqlite:///{workdir}/vimkit.db", log_level="warning",
+    database = workdir / "vimkit.db"
+    wal = database.with_name(database.name + "-wal")
+    settings = Settings(data_dir=workdir, database_url=f"sqlite:///{database}", log_level="warning",
                         admin_client_id=ADMIN[0], admin_client_secret=ADMIN[1], inventory_file=inventory)
     services = build_services(settings)
     app = create_app(settings, services)
@@ -248,7 +250,6 @@ async def run(rate: float, count: int, rounds: int, workdir: Path) -> None:
             print(f"| {number} | {count} at {rate:.0f}/s | {dict(statuses)} | {at(0.5)} | {at(0.99)} | {at(1.0)} | "
                   f"{per(process)} | {per(thread)} | {' | '.join(per(SPENT[part]) for part in PARTS)} | "
                   f"{per(thread - measured)} |")
-            wal = workdir / "vimkit.db-wal"
             print(f"  group-commit transactions on the loop per allocation: {TRANSACTIONS[0] / count:.2f}; "
                   f"WAL file {wal.stat().st_size / 2**20 if wal.exists() else 0:.1f} MiB")
             print("  other threads: " + ", ".join(f"{name} {per(spent)}" for name, spent in others.most_common()))
